@@ -1,0 +1,61 @@
+# medseg: the two commands a new user runs are `make demo` and `make test`.
+# Both create .venv when it is missing and install everything they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+INSTALLED := $(VENV)/.medseg-installed
+EXTRAS ?= dev,distributed
+APT_PACKAGES := dcm2niix dicom3tools chromium
+# Tests and the demo never touch the network (model hubs, dataset downloads).
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export YOLO_OFFLINE := 1
+export MPLBACKEND := Agg
+
+.PHONY: demo test bench install apt-deps clean help
+
+help:
+	@echo "make demo   - synthetic CT cohort -> train -> batch segment -> evaluate -> report"
+	@echo "make test   - run the whole test suite"
+	@echo "make bench  - run the benchmarks under benchmarks/"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# torch and torchvision are pinned as a pair here (pyproject allows a range).
+$(INSTALLED): pyproject.toml | $(PY)
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q -e '.[$(EXTRAS)]'
+	touch $(INSTALLED)
+
+install: $(INSTALLED)
+
+# Debian packages the tests compare against; installed when missing (needs root).
+apt-deps:
+	@missing=""; \
+	command -v dcm2niix >/dev/null || missing="$$missing dcm2niix"; \
+	command -v dciodvfy >/dev/null || missing="$$missing dicom3tools"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "warning: not root, cannot install$$missing; tests needing them will be skipped"; \
+	  fi; \
+	fi
+
+test: $(INSTALLED) apt-deps
+	$(PY) -m pytest -q
+
+demo: $(INSTALLED)
+	$(VENV)/bin/medseg demo --out demo_output
+
+bench: $(INSTALLED) apt-deps
+	@for script in benchmarks/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) demo_output .pytest_cache

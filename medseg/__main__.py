@@ -1,0 +1,3 @@
+from medseg.cli.main import main
+
+main()

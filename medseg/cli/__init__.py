@@ -1,0 +1,1 @@
+"""Command-line interface: thin typer commands that parse arguments and call the library."""

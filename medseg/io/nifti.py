@@ -1,0 +1,91 @@
+"""NIfTI-1/2 reading and writing with nibabel (``.nii``, ``.nii.gz``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from medseg.errors import InputError
+from medseg.io.atomic import atomic_path
+from medseg.volume import Volume
+
+
+def load_nifti(path: Path) -> Volume:
+    """Load a 2D/3D NIfTI file; a 4D file with a trailing axis of size 1 is squeezed.
+
+    Scaling (``scl_slope``/``scl_inter``) is applied; integer files without scaling
+    keep their dtype. The affine is nibabel's best affine (sform, else qform).
+    """
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        array = np.asanyarray(img.dataobj)
+    except Exception as exc:  # nibabel raises many types for corrupt files
+        raise InputError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
+    while array.ndim > 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3):
+        raise InputError(
+            f"{path}: expected a 2D or 3D image, got a {array.ndim}D NIfTI of shape {array.shape}"
+        )
+    affine = np.asarray(img.affine, dtype=np.float64)
+    if array.ndim == 2:
+        affine = affine.copy()
+    meta = {
+        "source": str(path),
+        "format": "nifti",
+        "qform_code": int(img.header["qform_code"]) if "qform_code" in img.header else None,
+        "sform_code": int(img.header["sform_code"]) if "sform_code" in img.header else None,
+    }
+    return Volume(np.ascontiguousarray(array), affine, meta)
+
+
+def smallest_dtype(array: np.ndarray, *, is_label: bool) -> np.dtype:
+    """The storage dtype for ``array``: labels as uint8/uint16, integral images as int16.
+
+    Float arrays whose values are all integers and fit are stored as integers;
+    anything else keeps float32 (float64 is narrowed to float32).
+    """
+    if array.dtype == np.bool_:
+        return np.dtype(np.uint8)
+    if array.size == 0:
+        return array.dtype
+    if array.dtype.kind in "iu" or (array.dtype.kind == "f" and np.all(np.mod(array, 1) == 0)):
+        lo, hi = float(array.min()), float(array.max())
+        candidates = ("uint8", "uint16", "int16", "int32") if is_label else ("int16", "int32")
+        for name in candidates:
+            info = np.iinfo(name)
+            if lo >= info.min and hi <= info.max:
+                return np.dtype(name)
+    if array.dtype.kind == "f":
+        return np.dtype(np.float32)
+    return array.dtype
+
+
+def save_nifti(volume: Volume, path: Path) -> Path:
+    """Write ``volume`` as NIfTI with qform = sform = the volume's affine (code 1, scanner).
+
+    Labels are written as uint8/uint16; integral images as int16 where they fit.
+    A channel-first volume is written as a 4D file with channels last.
+    The write is atomic.
+    """
+    import nibabel as nib
+
+    array = volume.array
+    if volume.channel_first:
+        array = np.moveaxis(array, 0, -1)
+    dtype = smallest_dtype(array, is_label=volume.is_label)
+    img = nib.Nifti1Image(np.asarray(array).astype(dtype, copy=False), volume.affine)
+    img.set_qform(volume.affine, code=1)
+    img.set_sform(volume.affine, code=1)
+    img.header.set_xyzt_units("mm", "sec")
+    if volume.is_label:
+        img.header["intent_code"] = 1002  # NIFTI_INTENT_LABEL
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return Path(path)
+
+
+__all__ = ["load_nifti", "save_nifti", "smallest_dtype"]
