@@ -3,8 +3,8 @@
 A :class:`Volume` is a numpy array indexed ``[i, j, k]`` (optionally with a
 leading channel axis, ``[c, i, j, k]``) plus a 4x4 affine that maps voxel indices
 ``(i, j, k, 1)`` to RAS+ world coordinates in millimetres (the nibabel / MONAI
-convention: +x = Right->Left is *Left*, i.e. x grows to the patient's left,
-y to posterior->anterior, z to inferior->superior).
+convention: x grows towards the patient's Right, y towards Anterior, z towards
+Superior; DICOM's LPS is the same space with x and y negated).
 """
 
 from __future__ import annotations

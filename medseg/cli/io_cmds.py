@@ -4,47 +4,68 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
+
+_SERIES_COLUMNS = ("series_uid", "modality", "description", "images", "size", "orientation", "geometry")
+_META_KEYS = ("format", "modality", "series_uid", "number_of_slices", "rescale", "resampled", "resample_reason")
+
+
+def _volume_summary(volume: Any) -> dict[str, Any]:
+    summary = volume.summary()
+    for key in _META_KEYS:
+        if key in volume.meta:
+            summary[key] = volume.meta[key]
+    summary["warnings"] = list(volume.meta.get("warnings", []))
+    return summary
 
 
 def info(
     path: Path = typer.Argument(..., help="DICOM folder/file, NIfTI, NRRD or MHA."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    series: Optional[str] = typer.Option(
+        None, "--series", help="Load this SeriesInstanceUID from a DICOM folder and describe the volume."
+    ),
+    resample: bool = typer.Option(False, "--resample", help="With --series: resample tilt/uneven spacing."),
 ) -> None:
-    """Describe an image: the series in a DICOM folder, or shape/spacing/orientation of a volume."""
+    """Describe an image: the series in a DICOM folder (with a geometry verdict each), or the
+    shape, spacing (mm), orientation, value range and geometry warnings of one volume."""
     from medseg.io import list_series, load
 
-    if path.is_dir():
-        series = list_series(path)
-        rows = [s.to_dict() for s in series]
+    if path.is_dir() and series is None:
+        rows = [s.to_dict() for s in list_series(path)]
         if as_json:
             typer.echo(json.dumps(rows, indent=2))
             return
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(title=f"{len(rows)} series under {path}")
-        for col in ("series_uid", "modality", "description", "images", "size", "orientation"):
-            table.add_column(col)
+        table = Table(title=f"{len(rows)} image series under {path}")
+        for col in _SERIES_COLUMNS:
+            table.add_column(col, overflow="fold")
         for r in rows:
-            table.add_row(*(str(r.get(c, "")) for c in ("series_uid", "modality", "description", "images", "size", "orientation")))
+            desc = r["description"] + (" [localizer]" if r["localizer"] else "")
+            values = {**r, "description": desc, "size": "x".join(str(v) for v in r["size"])}
+            table.add_row(*(str(values.get(c, "")) for c in _SERIES_COLUMNS))
         Console().print(table)
         return
-    volume = load(path)
-    summary = volume.summary()
-    summary["warnings"] = volume.meta.get("warnings", [])
+    volume = load(path, series_uid=series, resample=resample)
+    summary = _volume_summary(volume)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
     for key, value in summary.items():
-        typer.echo(f"{key:12s} {value}")
+        if key == "warnings":
+            continue
+        typer.echo(f"{key:16s} {value}")
+    for warning in summary["warnings"]:
+        typer.secho(f"warning          {warning}", fg=typer.colors.YELLOW)
 
 
 def convert(
     input: Path = typer.Argument(..., help="Input image (DICOM folder/file, NIfTI, NRRD, MHA)."),
-    output: Path = typer.Argument(..., help="Output file; format from the extension."),
+    output: Path = typer.Argument(..., help="Output file (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd)."),
     series: Optional[str] = typer.Option(None, "--series", help="SeriesInstanceUID to convert."),
     resample: bool = typer.Option(False, "--resample", help="Resample tilted/unevenly spaced series onto a regular grid."),
 ) -> None:
@@ -54,6 +75,8 @@ def convert(
     volume = load(input, series_uid=series, resample=resample)
     save(volume, output)
     typer.echo(f"wrote {output}: {volume}")
+    if volume.meta.get("resampled"):
+        typer.secho(f"resampled: {volume.meta.get('resample_reason')}", fg=typer.colors.YELLOW)
 
 
 def register(app: typer.Typer) -> None:

@@ -15,7 +15,8 @@ def load_nifti(path: Path) -> Volume:
     """Load a 2D/3D NIfTI file; a 4D file with a trailing axis of size 1 is squeezed.
 
     Scaling (``scl_slope``/``scl_inter``) is applied; integer files without scaling
-    keep their dtype. The affine is nibabel's best affine (sform, else qform).
+    keep their dtype. The affine is nibabel's best affine (sform, else qform). A file
+    with intent NIFTI_INTENT_LABEL (as :func:`save_nifti` writes labels) loads as a label map.
     """
     import nibabel as nib
 
@@ -39,7 +40,8 @@ def load_nifti(path: Path) -> Volume:
         "qform_code": int(img.header["qform_code"]) if "qform_code" in img.header else None,
         "sform_code": int(img.header["sform_code"]) if "sform_code" in img.header else None,
     }
-    return Volume(np.ascontiguousarray(array), affine, meta)
+    is_label = int(img.header.get("intent_code", 0)) == 1002 and array.dtype.kind in "iu"  # NIFTI_INTENT_LABEL
+    return Volume(np.ascontiguousarray(array), affine, meta, is_label=is_label)
 
 
 def smallest_dtype(array: np.ndarray, *, is_label: bool) -> np.dtype:
@@ -50,8 +52,8 @@ def smallest_dtype(array: np.ndarray, *, is_label: bool) -> np.dtype:
     """
     if array.dtype == np.bool_:
         return np.dtype(np.uint8)
-    if array.size == 0:
-        return array.dtype
+    if array.size == 0 or array.dtype in (np.uint8, np.int8, np.int16, np.uint16):
+        return array.dtype  # already compact and exact: keep it
     if array.dtype.kind in "iu" or (array.dtype.kind == "f" and np.all(np.mod(array, 1) == 0)):
         lo, hi = float(array.min()), float(array.max())
         candidates = ("uint8", "uint16", "int16", "int32") if is_label else ("int16", "int32")
@@ -73,6 +75,15 @@ def save_nifti(volume: Volume, path: Path) -> Path:
     """
     import nibabel as nib
 
+    m = volume.affine[:3, :3]
+    norms = np.linalg.norm(m, axis=0, keepdims=True)
+    unit = m / np.where(norms > 0, norms, 1.0)
+    gram = unit.T @ unit
+    if not np.allclose(gram - np.diag(np.diag(gram)), 0.0, atol=1e-6):
+        raise InputError(
+            f"{path}: refusing to write a sheared affine (axes not orthogonal) to NIfTI; "
+            "resample onto a regular grid first (medseg.io.load(..., resample=True))"
+        )
     array = volume.array
     if volume.channel_first:
         array = np.moveaxis(array, 0, -1)
