@@ -51,6 +51,9 @@ def test_sorting_ignores_instance_number(phantom: Volume, tmp_path: Path, order:
     assert v.meta["modality"] == "CT" and v.meta["number_of_slices"] == SHAPE[2]
     assert v.meta["rescale"] == {"slope": 1.0, "intercept": -1024.0}
     assert len(v.meta["source_files"]) == SHAPE[2] and v.meta["resampled"] is False
+    from_list = load(sorted(tmp_path.iterdir(), reverse=True))  # an explicit list of files
+    assert np.array_equal(from_list.array, phantom.array)
+    np.testing.assert_allclose(from_list.affine, v.affine, atol=0)
 
 
 @pytest.mark.parametrize("orientation,oblique", [("RAS", 0.0), ("LPS", 25.0), ("PIR", 0.0)])
@@ -261,8 +264,13 @@ def test_bad_inputs_raise_input_error(phantom: Volume, tmp_path: Path) -> None:
     paths = _write(phantom, tmp_path / "series")
     junk = tmp_path / "series" / "junk.dcm"
     junk.write_bytes(b"\x00" * 64 + b"definitely not dicom")
+    from medseg.io.dicom import is_dicom_file
+
+    assert not is_dicom_file(junk) and is_dicom_file(paths[0])
     with pytest.raises(InputError, match=r"junk\.dcm: .*not a DICOM file|junk\.dcm: no DICOM image"):
         load([*paths, junk])
+    with pytest.raises(InputError, match=r"junk\.dcm: .*not a DICOM file|junk\.dcm: no DICOM image"):
+        load(tmp_path / "series")  # a .dcm file that is not DICOM, inside a folder
     junk.unlink()
     data = paths[2].read_bytes()
     paths[2].write_bytes(data[: len(data) - 500])  # truncated pixel data

@@ -198,3 +198,19 @@ def test_fast_header_reader_agrees_with_pydicom(shared_data: Path, tmp_path: Pat
             assert fast.skipped == slow.skipped, path.name
             used_fast += read_fast_header(path) is not None
     assert used_fast >= 50  # most real files take the fast path
+
+
+def test_rtdose_grid_matches_simpleitk() -> None:
+    """Multi-frame RT dose: frame positions from GridFrameOffsetVector, DoseGridScaling applied."""
+    import SimpleITK as sitk
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("rtdose.dcm")
+    v = load(path)
+    img = sitk.ReadImage(path)
+    flip = np.diag([-1.0, -1.0, 1.0])
+    affine = np.eye(4)
+    affine[:3, :3] = flip @ np.array(img.GetDirection()).reshape(3, 3) @ np.diag(img.GetSpacing())
+    affine[:3, 3] = flip @ np.array(img.GetOrigin())
+    np.testing.assert_allclose(v.affine, affine, atol=1e-4)
+    assert v.array.dtype == np.float32 and v.spatial_shape == (10, 10, 15)

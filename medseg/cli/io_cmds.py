@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import typer
 
-_SERIES_COLUMNS = ("series_uid", "modality", "description", "images", "size", "orientation", "geometry")
+_SERIES_COLUMNS = ("series_uid", "modality", "description", "images", "size", "orientation", "geometry", "first_file")
 _META_KEYS = ("format", "modality", "series_uid", "number_of_slices", "rescale", "resampled", "resample_reason")
 
 
@@ -41,14 +41,23 @@ def info(
         from rich.console import Console
         from rich.table import Table
 
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=240)  # piped output: keep UIDs on one line
         table = Table(title=f"{len(rows)} image series under {path}")
         for col in _SERIES_COLUMNS:
-            table.add_column(col, overflow="fold")
+            table.add_column(col, no_wrap=col in ("series_uid", "orientation", "size"), overflow="fold")
         for r in rows:
             desc = r["description"] + (" [localizer]" if r["localizer"] else "")
-            values = {**r, "description": desc, "size": "x".join(str(v) for v in r["size"])}
+            first = Path(r["first_file"])
+            values = {
+                **r,
+                "description": desc,
+                "size": "x".join(str(v) for v in r["size"]),
+                "first_file": first.relative_to(path) if first.is_relative_to(path) else first,
+            }
             table.add_row(*(str(values.get(c, "")) for c in _SERIES_COLUMNS))
-        Console().print(table)
+        console.print(table)
         return
     volume = load(path, series_uid=series, resample=resample)
     summary = _volume_summary(volume)

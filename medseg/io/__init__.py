@@ -33,11 +33,13 @@ def load(
     """Load an image as a :class:`~medseg.Volume` (array ``[i, j, k]``, affine voxel->RAS+ mm).
 
     Args:
-        path: a NIfTI/NRRD/MHA file, a DICOM file, a folder searched recursively for
-            DICOM files, or a list of DICOM files.
+        path: a NIfTI/NRRD/MHA file, a DICOM file (single-frame, enhanced multi-frame
+            CT/MR, RT dose, Siemens mosaic), a folder searched recursively for DICOM
+            files, or a list of DICOM files.
         series_uid: the DICOM SeriesInstanceUID to load when a folder holds several.
-        resample: for DICOM with gantry tilt or uneven slice spacing, resample onto a
-            regular orthogonal grid (recorded in ``meta["resampled"]``) instead of raising.
+        resample: for DICOM with gantry tilt, uneven slice spacing or a missing slice,
+            resample onto a regular orthogonal grid (recorded in ``meta["resampled"]`` and
+            ``meta["resample_reason"]``) instead of raising.
 
     Raises:
         InputError: the path does not exist, the format is unknown, or the data is

@@ -67,7 +67,8 @@ def _native_dtype(f: FrameHeader) -> np.dtype | None:
 
 def _read_native(f: FrameHeader, dtype: np.dtype) -> np.ndarray | None:
     """Read an uncompressed little-endian frame from its file offset; None if not applicable."""
-    assert f.pixel_offset is not None
+    if f.pixel_offset is None:
+        return None
     count = f.rows * f.columns
     need = count * dtype.itemsize
     with open(f.path, "rb") as fp:
@@ -193,9 +194,7 @@ def decode_frames(frames: Sequence[FrameHeader]) -> tuple[np.ndarray, bool]:
         and _native_dtype(f) == native
         for f in frames
     ]
-    out: np.ndarray | None = None
-    if all(fast):
-        assert native is not None
+    if native is not None and all(fast):
         out = np.empty((n, first.rows, first.columns), dtype=native)
 
         def read_one(k: int) -> bool:

@@ -236,6 +236,7 @@ def is_non_image(sop_class_uid: str) -> str | None:
 
 
 DEFLATED = "1.2.840.10008.1.2.1.99"
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 _IDENTIFYING_TAGS = ("SOPClassUID", "Modality", "Rows", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 _PIXEL_TAGS_LE = (b"\xe0\x7f\x10\x00", b"\xe0\x7f\x08\x00", b"\xe0\x7f\x09\x00")
 _PIXEL_TAGS_BE = (b"\x7f\xe0\x00\x10", b"\x7f\xe0\x00\x08", b"\x7f\xe0\x00\x09")
@@ -403,7 +404,8 @@ def frames_from_dataset(ds: Any, path: Path, pixel_offset: int | None, *, pixel_
                 f_inter = _float(_text(pv, "RescaleIntercept"), f_inter)
         if fg is None and offsets is not None and ipp is not None and iop is not None:
             try:
-                off = float(offsets[n])
+                # relative offsets start at 0; absolute ones (first = IPP z) work the same way
+                off = float(offsets[n]) - float(offsets[0])
             except (IndexError, TypeError, ValueError):
                 off = None
             if off is not None:
@@ -443,8 +445,9 @@ def scan(paths: Sequence[Path], *, strict: bool, use_fast: bool = True) -> Scan:
         use_fast: read plain single-frame files with :mod:`medseg.io.dicom_fasthdr`
             (pydicom reads every other file, and all of them when False).
         strict: raise :class:`InputError` for a file that is not DICOM (explicit file
-            lists); otherwise (folder scans) such files are set aside with a reason.
-            A file with the ``DICM`` marker whose header is corrupt always raises.
+            lists); otherwise (folder scans) such files (notes, JSON sidecars, ...) are set
+            aside with a reason. A file with the ``DICM`` marker or a DICOM extension
+            (``.dcm``, ``.dicom``, ``.ima``) that cannot be read always raises.
     """
     frames: list[FrameHeader] = []
     skipped: list[tuple[Path, str]] = []
@@ -458,8 +461,8 @@ def scan(paths: Sequence[Path], *, strict: bool, use_fast: bool = True) -> Scan:
             try:
                 ds, offset, pixel_kind = read_dataset_header(path, preamble=preamble)
             except InputError:
-                if strict or preamble:
-                    raise
+                if strict or preamble or path.suffix.lower() in DICOM_SUFFIXES:
+                    raise  # a file that claims to be DICOM but is not: never skip it silently
                 skipped.append((path, "not DICOM"))
                 continue
         sop = _text(ds, "SOPClassUID") or ""
