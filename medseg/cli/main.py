@@ -20,7 +20,7 @@ app = typer.Typer(
 )
 
 # (module under medseg.cli, attribute) of each command; a module may also export a sub-app.
-COMMAND_MODULES: tuple[str, ...] = ("io_cmds", "phantom_cmds")
+COMMAND_MODULES: tuple[str, ...] = ("io_cmds", "phantom_cmds", "evaluate_cmd")
 
 
 def _register() -> None:

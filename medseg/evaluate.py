@@ -1,0 +1,352 @@
+"""Evaluate predicted label maps against references: files or folders -> CSV, JSON, box plots.
+
+:func:`evaluate_folder` is the logic behind ``medseg evaluate``. Cases are matched by
+file name (extension removed); cases present on one side only are reported in the
+summary and the log, never dropped silently. Geometry must match (same grid within
+1e-4 mm), unless ``resample=True``, which maps the prediction nearest-neighbour onto the
+reference grid. Spacing comes from the reference file.
+
+Outputs in ``out_dir``:
+
+- ``metrics.csv``: one row per case and label (``case, label, name, status, ...metrics``);
+  ``inf`` and ``nan`` are written as such;
+- ``summary.json``: per label and metric the :func:`medseg.metrics.summarize` statistics
+  (mean, std, median, IQR, bootstrap 95% CI, counts of NaN/inf), the counts of
+  ``missed``/``spurious``/``both_empty`` cases per label, the unmatched cases and the
+  settings; NaN/inf statistics are written as ``null``;
+- ``boxplot_<metric>.png``: one box per label over the finite values, the tick label
+  giving the number of cases and how many were NaN/inf.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.errors import InputError
+from medseg.io.atomic import atomic_path, write_text_atomic
+from medseg.metrics.labels import DEFAULT_METRICS, check_metric_names
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate_folder` computed and wrote.
+
+    Attributes:
+        rows: one dict per case and label (the CSV rows).
+        summary: the ``summary.json`` content.
+        files: paths written (CSV, JSON, PNGs).
+        unmatched_predictions: case names with a prediction but no reference.
+        unmatched_references: case names with a reference but no prediction.
+    """
+
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]
+    files: list[Path] = field(default_factory=list)
+    unmatched_predictions: list[str] = field(default_factory=list)
+    unmatched_references: list[str] = field(default_factory=list)
+
+
+def case_name(path: Path) -> str:
+    """The case name of an image file: its name without the image extension."""
+    name = path.name
+    for suffix in IMAGE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _image_files(folder: Path) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES) and not p.name.startswith("."):
+            name = case_name(p)
+            if name in files:
+                raise InputError(f"{folder}: two files for case {name!r}: {files[name].name}, {p.name}")
+            files[name] = p
+    return files
+
+
+def match_cases(pred: Path, ref: Path) -> tuple[list[tuple[str, Path, Path]], list[str], list[str]]:
+    """Pair prediction and reference files by case name.
+
+    Both may be files (one case, named after the reference) or folders.
+
+    Returns:
+        ``(pairs, unmatched_predictions, unmatched_references)``; pairs are
+        ``(case, pred_path, ref_path)`` sorted by case.
+    """
+    for p in (pred, ref):
+        if not p.exists():
+            raise InputError(f"{p}: no such file or folder")
+    if pred.is_file() and ref.is_file():
+        return [(case_name(ref), pred, ref)], [], []
+    if pred.is_file() != ref.is_file():
+        raise InputError(f"--pred {pred} and --ref {ref} must both be files or both be folders")
+    preds, refs = _image_files(pred), _image_files(ref)
+    if not refs:
+        raise InputError(f"{ref}: no reference images ({', '.join(IMAGE_SUFFIXES)})")
+    pairs = [(c, preds[c], refs[c]) for c in sorted(refs) if c in preds]
+    return pairs, sorted(set(preds) - set(refs)), sorted(set(refs) - set(preds))
+
+
+def load_label_names(path: Path) -> dict[int, str]:
+    """Read ``{"1": "liver", ...}`` or ``{"liver": 1, ...}`` from a JSON file."""
+    try:
+        raw = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: cannot read label names ({exc})") from exc
+    if not isinstance(raw, dict) or not raw:
+        raise InputError(f"{path}: expected a JSON object mapping labels to names")
+    names: dict[int, str] = {}
+    for key, value in raw.items():
+        try:
+            if isinstance(value, int) and not isinstance(value, bool):
+                names[int(value)] = str(key)
+            else:
+                names[int(key)] = str(value)
+        except ValueError as exc:
+            raise InputError(f"{path}: entry {key!r}: {value!r} is not a label number and a name") from exc
+    names.pop(0, None)  # background is never evaluated
+    return names
+
+
+def resample_nearest(moving: Any, target: Any) -> np.ndarray:
+    """The label array of Volume ``moving`` sampled nearest-neighbour on Volume ``target``'s grid."""
+    from scipy import ndimage
+
+    if moving.ndim != target.ndim:
+        raise InputError(f"cannot resample a {moving.ndim}D prediction onto a {target.ndim}D reference")
+    m = np.linalg.inv(moving.affine) @ target.affine  # target voxel -> moving voxel
+    n = target.ndim
+    return ndimage.affine_transform(
+        moving.array, m[:n, :n], offset=m[:n, 3], output_shape=target.spatial_shape,
+        order=0, mode="constant", cval=0,
+    )
+
+
+def present_labels(array: np.ndarray) -> list[int]:
+    """The non-zero labels present in a label map (one pass, no sort of the voxels)."""
+    from scipy import ndimage
+
+    from medseg.metrics._checks import as_labels
+
+    boxes = ndimage.find_objects(as_labels(array, "label map"))
+    return [n + 1 for n, box in enumerate(boxes) if box is not None]
+
+
+def _evaluate_case(case: str, pred_path: Path, ref_path: Path, options: Mapping[str, Any]) -> list[dict[str, Any]]:
+    from medseg.io import load
+    from medseg.metrics import evaluate_labels
+
+    ref = load(ref_path)
+    pred = load(pred_path)
+    if ref.channel_first or pred.channel_first:
+        raise InputError(f"case {case}: expected single-channel label maps")
+    pred_array = pred.array
+    if not pred.same_grid(ref):
+        if not options["resample"]:
+            raise InputError(
+                f"case {case}: prediction {pred_path.name} grid (shape {pred.spatial_shape}, spacing "
+                f"{tuple(round(s, 4) for s in pred.spacing)}) differs from reference {ref_path.name} (shape "
+                f"{ref.spatial_shape}, spacing {tuple(round(s, 4) for s in ref.spacing)}); pass --resample "
+                "to map the prediction nearest-neighbour onto the reference grid"
+            )
+        pred_array = resample_nearest(pred, ref)
+    labels = options["labels"]
+    if labels is None:
+        labels = sorted(set(present_labels(ref.array)) | set(present_labels(pred_array)))
+    rows = evaluate_labels(
+        pred_array, ref.array, labels=labels, spacing=ref.spacing, metrics=options["metrics"],
+        tolerance_mm=options["tolerance_mm"], surface=options["surface"],
+        missing_distance=options["missing_distance"],
+    )
+    for row in rows:
+        row["case"] = case
+    return rows
+
+
+def _both_empty_row(case: str, label: int, metrics: Sequence[str]) -> dict[str, Any]:
+    row: dict[str, Any] = {"case": case, "label": label, "status": "both_empty", "pred_voxels": 0,
+                           "ref_voxels": 0, "pred_volume_mm3": 0.0, "ref_volume_mm3": 0.0}
+    row.update({m: float("nan") for m in metrics})
+    return row
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
+    write_text_atomic(path, buffer.getvalue())
+
+
+def _boxplot(path: Path, metric: str, groups: list[tuple[str, np.ndarray]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(max(4.0, 1.2 * len(groups) + 2), 4.0), dpi=100)
+    ax = fig.subplots()
+    data, ticks = [], []
+    for name, values in groups:
+        finite = values[np.isfinite(values)]
+        data.append(finite)
+        extra = []
+        if np.isinf(values).any():
+            extra.append(f"{int(np.isinf(values).sum())} inf")
+        if np.isnan(values).any():
+            extra.append(f"{int(np.isnan(values).sum())} nan")
+        ticks.append(f"{name}\nn={values.size}" + (f" ({', '.join(extra)})" if extra else ""))
+    ax.boxplot(data, showmeans=True)
+    ax.set_xticks(range(1, len(ticks) + 1), ticks, fontsize=8)
+    unit = " (mm)" if metric in ("hd", "hd95", "assd", "masd") else ""
+    ax.set_ylabel(metric + unit)
+    ax.set_title(f"{metric} per label (finite values)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+
+
+def evaluate_folder(
+    pred: str | os.PathLike[str],
+    ref: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    labels: Sequence[int] | None = None,
+    label_names: Mapping[int, str] | None = None,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    surface: str = "voxel",
+    tolerance_mm: float = 2.0,
+    missing_distance: str | float = "inf",
+    resample: bool = False,
+    workers: int = 1,
+    plots: bool = True,
+    on_case: Callable[[str], None] | None = None,
+) -> EvaluationResult:
+    """Evaluate every matched case and write ``metrics.csv``, ``summary.json`` and box plots.
+
+    Args:
+        pred, ref: a prediction and a reference label file, or two folders of them.
+        out_dir: output folder (created).
+        labels: labels to evaluate; default the keys of ``label_names``, else every
+            label found in any reference or prediction.
+        label_names: names of labels, used in the CSV, JSON and plots.
+        metrics: metric names (see :data:`medseg.metrics.ALL_METRICS`).
+        surface, tolerance_mm, missing_distance: as :func:`medseg.metrics.evaluate_labels`.
+        resample: map a prediction on a different grid nearest-neighbour onto the reference.
+        workers: processes evaluating cases in parallel (1: in this process).
+        plots: write the box plot PNGs.
+        on_case: called with each case name when its evaluation is finished (progress).
+    """
+    names = check_metric_names(metrics)
+    if surface not in ("voxel", "surfel"):
+        raise InputError(f"unknown surface definition {surface!r}; use voxel or surfel")
+    label_names = dict(label_names or {})
+    if labels is None and label_names:
+        labels = sorted(label_names)
+    pairs, only_pred, only_ref = match_cases(Path(pred), Path(ref))
+    for case in only_ref:
+        log.warning("case %s: reference without prediction, not evaluated", case)
+    for case in only_pred:
+        log.warning("case %s: prediction without reference, not evaluated", case)
+    if not pairs:
+        raise InputError(f"no case matched between {pred} and {ref} (prediction-only: {only_pred[:5]}, "
+                         f"reference-only: {only_ref[:5]})")
+    options = {"labels": list(labels) if labels is not None else None, "metrics": names, "surface": surface,
+               "tolerance_mm": tolerance_mm, "missing_distance": missing_distance, "resample": resample}
+    per_case: dict[str, list[dict[str, Any]]] = {}
+    if workers > 1 and len(pairs) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(_evaluate_case, c, p, r, options): c for c, p, r in pairs}
+            for future in as_completed(futures):
+                case = futures[future]
+                per_case[case] = future.result()
+                if on_case:
+                    on_case(case)
+    else:
+        for case, p, r in pairs:
+            per_case[case] = _evaluate_case(case, p, r, options)
+            if on_case:
+                on_case(case)
+    all_labels = sorted({row["label"] for rows in per_case.values() for row in rows} | set(labels or []))
+    rows: list[dict[str, Any]] = []
+    for case, _, _ in pairs:
+        have = {row["label"]: row for row in per_case[case]}
+        for lab in all_labels:
+            row = have.get(lab) or _both_empty_row(case, lab, names)
+            row["name"] = label_names.get(lab, str(lab))
+            rows.append(row)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    columns = ["case", "label", "name", "status", "pred_voxels", "ref_voxels", "pred_volume_mm3",
+               "ref_volume_mm3", *names]
+    files = [out / "metrics.csv", out / "summary.json"]
+    _write_csv(files[0], rows, columns)
+    summary = _summary(rows, all_labels, label_names, names)
+    summary.update(
+        cases=len(pairs), unmatched_predictions=only_pred, unmatched_references=only_ref,
+        settings={"metrics": list(names), "surface": surface, "tolerance_mm": tolerance_mm,
+                  "missing_distance": missing_distance, "resample": resample,
+                  "pred": str(pred), "ref": str(ref)},
+    )
+    write_text_atomic(files[1], json.dumps(_json_safe(summary), indent=2) + "\n")
+    if plots:
+        for metric in names:
+            groups = [(label_names.get(lab, str(lab)),
+                       np.array([r[metric] for r in rows if r["label"] == lab], dtype=np.float64))
+                      for lab in all_labels]
+            path = out / f"boxplot_{metric}.png"
+            _boxplot(path, metric, groups)
+            files.append(path)
+    return EvaluationResult(rows, summary, files, only_pred, only_ref)
+
+
+def _summary(rows: list[dict[str, Any]], labels: list[int], label_names: Mapping[int, str],
+             metrics: Sequence[str]) -> dict[str, Any]:
+    from medseg.metrics import summarize
+
+    per_label = {}
+    for lab in labels:
+        mine = [r for r in rows if r["label"] == lab]
+        statuses = [r["status"] for r in mine]
+        per_label[str(lab)] = {
+            "name": label_names.get(lab, str(lab)),
+            "cases": len(mine),
+            "missed": statuses.count("missed"),
+            "spurious": statuses.count("spurious"),
+            "both_empty": statuses.count("both_empty"),
+            "metrics": {m: summarize([r[m] for r in mine]) for m in metrics},
+        }
+    return {"labels": per_label}
+
+
+__all__ = ["evaluate_folder", "EvaluationResult", "match_cases", "case_name", "load_label_names", "resample_nearest"]

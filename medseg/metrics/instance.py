@@ -1,0 +1,153 @@
+"""Instance segmentation: COCO mask AP (pycocotools) and panoptic quality (PQ, SQ, RQ).
+
+Instances are given as instance label maps: 0 is background, every other value one
+object (2D ``[i, j]`` or 3D ``[i, j, k]``). The COCO matching is pycocotools' own, not a
+re-implementation; a 3D map is flattened to 2D for it, which keeps every IoU exact
+(the small/medium/large area ranges are then in voxels with COCO's thresholds).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from medseg.errors import InputError
+from medseg.metrics._checks import as_labels
+
+log = logging.getLogger(__name__)
+
+COCO_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+def _instance_ids(labels: np.ndarray) -> np.ndarray:
+    ids = np.unique(labels)
+    return ids[ids != 0]
+
+
+def _as_2d(labels: np.ndarray) -> np.ndarray:
+    return labels if labels.ndim == 2 else labels.reshape(labels.shape[0], -1)
+
+
+def mask_ap(
+    preds: Sequence[np.ndarray],
+    scores: Sequence[Mapping[int, float]],
+    refs: Sequence[np.ndarray],
+    *,
+    pred_classes: Sequence[Mapping[int, int]] | None = None,
+    ref_classes: Sequence[Mapping[int, int]] | None = None,
+    max_detections: int = 100,
+) -> dict[str, float]:
+    """COCO mask average precision over a set of images (IoU 0.50:0.05:0.95, 101 recall points).
+
+    Args:
+        preds: one predicted instance label map per image.
+        scores: per image, the confidence of each predicted instance id.
+        refs: one reference instance label map per image (same shapes as ``preds``).
+        pred_classes, ref_classes: per image, the category of each instance id
+            (default: a single category 1 for every instance).
+        max_detections: COCO's largest ``maxDets`` (detections kept per image by score).
+
+    Returns:
+        ``AP``, ``AP50``, ``AP75``, ``APs``, ``APm``, ``APl``, ``AR1``, ``AR10``, ``AR100``,
+        ``ARs``, ``ARm``, ``ARl`` in [0, 1]; ``AR100`` is the recall at ``max_detections``.
+        Empty inputs: no predicted instance (but references) gives 0.0; no reference
+        instance at all (with or without predictions) gives NaN, where COCO reports -1
+        because precision and recall are undefined.
+    """
+    from pycocotools import mask as mask_utils
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    if not len(preds) == len(scores) == len(refs):
+        raise InputError(f"got {len(preds)} predictions, {len(scores)} score maps, {len(refs)} references")
+    images, gts, dts, cats = [], [], [], set()
+    for n, (pred, score, ref) in enumerate(zip(preds, scores, refs)):
+        p, r = as_labels(pred, f"prediction {n}"), as_labels(ref, f"reference {n}")
+        if p.shape != r.shape or p.ndim not in (2, 3):
+            raise InputError(f"image {n}: prediction {p.shape} and reference {r.shape} must be the same 2D/3D shape")
+        p2, r2 = _as_2d(p), _as_2d(r)
+        images.append({"id": n, "height": p2.shape[0], "width": p2.shape[1]})
+        for ids, arr, out, classes, is_gt in (
+            (_instance_ids(r2), r2, gts, ref_classes, True),
+            (_instance_ids(p2), p2, dts, pred_classes, False),
+        ):
+            for inst in ids.tolist():
+                rle = mask_utils.encode(np.asfortranarray((arr == inst).astype(np.uint8)))
+                cat = int(classes[n].get(inst, 1)) if classes is not None else 1
+                cats.add(cat)
+                ann: dict[str, Any] = {"image_id": n, "category_id": cat, "segmentation": rle,
+                                       "area": float(mask_utils.area(rle)), "bbox": mask_utils.toBbox(rle).tolist()}
+                if is_gt:
+                    ann.update(id=len(out) + 1, iscrowd=0)
+                else:
+                    if inst not in score:
+                        raise InputError(f"image {n}: no score for predicted instance {inst}")
+                    ann.update(score=float(score[inst]))
+                out.append(ann)
+    coco_gt = COCO()
+    coco_gt.dataset = {"images": images, "annotations": gts, "categories": [{"id": c} for c in sorted(cats | {1})]}
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        coco_gt.createIndex()
+        coco_dt = coco_gt.loadRes(dts) if dts else COCO()
+        if not dts:
+            coco_dt.dataset = {"images": images, "annotations": [], "categories": coco_gt.dataset["categories"]}
+            coco_dt.createIndex()
+        ev = COCOeval(coco_gt, coco_dt, iouType="segm")
+        ev.params.maxDets = [1, 10, max_detections]
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    log.debug("pycocotools:\n%s", buffer.getvalue())
+    return {name: (float(v) if v >= 0 else float("nan")) for name, v in zip(COCO_STAT_NAMES, ev.stats)}
+
+
+def panoptic_quality(
+    pred: np.ndarray,
+    ref: np.ndarray,
+    *,
+    iou_threshold: float = 0.5,
+    empty_score: float = float("nan"),
+) -> dict[str, float]:
+    """Panoptic quality of one instance label map against a reference (Kirillov et al. 2019).
+
+    A predicted and a reference instance match when their IoU exceeds ``iou_threshold``
+    (0.5 makes matches unique). ``PQ = sum(IoU of matches) / (TP + FP/2 + FN/2)``,
+    ``SQ = mean IoU of matches``, ``RQ = TP / (TP + FP/2 + FN/2)``, so ``PQ = SQ * RQ``.
+    For several categories, call it per category (mask the maps) and average.
+
+    Returns:
+        ``{"pq", "sq", "rq", "tp", "fp", "fn"}``. No instance in either map gives
+        ``empty_score`` for pq/sq/rq; instances but no match gives pq = rq = 0 and sq NaN.
+    """
+    p, r = as_labels(pred, "prediction"), as_labels(ref, "reference")
+    if p.shape != r.shape:
+        raise InputError(f"prediction shape {p.shape} differs from reference shape {r.shape}")
+    if not 0.5 <= iou_threshold < 1:
+        raise InputError(f"iou_threshold must be in [0.5, 1) for unique matching, got {iou_threshold}")
+    p_ids, p_area = np.unique(p[p != 0], return_counts=True)
+    r_ids, r_area = np.unique(r[r != 0], return_counts=True)
+    both = (p != 0) & (r != 0)
+    pairs, inter = np.unique(np.stack([p[both], r[both]]).astype(np.int64), axis=1, return_counts=True)
+    area_p = dict(zip(p_ids.tolist(), p_area.tolist()))
+    area_r = dict(zip(r_ids.tolist(), r_area.tolist()))
+    ious = []
+    for (pi, ri), i in zip(pairs.T.tolist(), inter.tolist()):
+        value = i / (area_p[pi] + area_r[ri] - i)
+        if value > iou_threshold:
+            ious.append(value)
+    tp = len(ious)
+    fp, fn = len(p_ids) - tp, len(r_ids) - tp
+    denom = tp + 0.5 * fp + 0.5 * fn
+    if denom == 0:
+        return {"pq": float(empty_score), "sq": float(empty_score), "rq": float(empty_score), "tp": 0, "fp": 0, "fn": 0}
+    sq = float(np.mean(ious)) if tp else float("nan")
+    return {"pq": float(sum(ious) / denom), "sq": sq, "rq": float(tp / denom), "tp": tp, "fp": fp, "fn": fn}
+
+
+__all__ = ["mask_ap", "panoptic_quality", "COCO_STAT_NAMES"]
