@@ -26,9 +26,13 @@ $(PY):
 	$(PIP) install -q --upgrade pip
 
 # torch and torchvision are pinned as a pair here (pyproject allows a range).
+# sam2 is an sdist whose build requires torch: build it against the installed torch,
+# without build isolation (which would download another torch) and without its CUDA extension.
 $(INSTALLED): pyproject.toml | $(PY)
 	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
 	$(PIP) install -q -e '.[$(EXTRAS)]'
+	SAM2_BUILD_CUDA=0 $(PIP) install -q --no-build-isolation --no-deps 'sam2>=1.0'
+	$(PIP) install -q 'hydra-core>=1.3' 'iopath>=0.1.10'
 	touch $(INSTALLED)
 
 install: $(INSTALLED)

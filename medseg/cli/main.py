@@ -20,7 +20,7 @@ app = typer.Typer(
 )
 
 # (module under medseg.cli, attribute) of each command; a module may also export a sub-app.
-COMMAND_MODULES: tuple[str, ...] = ("io_cmds", "phantom_cmds", "evaluate_cmd")
+COMMAND_MODULES: tuple[str, ...] = ("io_cmds", "batch_cmds", "phantom_cmds", "predict_cmd", "evaluate_cmd", "train_cmds", "sam_cmds")
 
 
 def _register() -> None:

@@ -1,0 +1,277 @@
+"""The per-study function that every backend runs: :func:`process_study`.
+
+It takes a :class:`~medseg.batch.discover.Study` and a small picklable
+:class:`WorkerConfig`, never a model object: the :class:`~medseg.inference.Predictor`
+is built on first use and cached for the life of the worker process, so each worker
+loads the model once. It never raises for a study's own problems: it returns a
+manifest record whose ``status`` is ``"ok"`` or ``"failed"`` with the reason.
+
+Outputs go to ``OUTPUT/studies/<study_id>/`` (``seg.nii.gz``, ``seg.dcm``,
+``overlay.png``), each written atomically (temporary name, then rename).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import platform
+import shutil
+import socket
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medseg.batch.discover import IMAGE_SUFFIXES, Study
+from medseg.batch.manifest import output_entry
+from medseg.errors import ConfigError, MedsegError
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("nifti", "dicomseg")
+OUTPUT_NAMES = {"nifti": "seg.nii.gz", "dicomseg": "seg.dcm", "overlay": "overlay.png"}
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything a worker needs, as plain values (picklable, small).
+
+    Attributes:
+        model: a run folder or exported model folder (``model.pt`` + ``model.json``).
+        output_dir: the batch output folder.
+        formats: output formats, a subset of ``("nifti", "dicomseg")``; DICOM-SEG is
+            written for DICOM inputs only.
+        device: torch device (``None``: CUDA when available, else CPU).
+        tta: mirror test-time augmentation.
+        reference_dir: folder of reference label maps; when set each study is evaluated.
+        input_dir: the batch input folder (to match references by relative path).
+        overlays: write ``overlay.png`` for the report.
+        threads: torch CPU threads per worker (``None``: leave torch's default).
+    """
+
+    model: str
+    output_dir: str
+    formats: tuple[str, ...] = ("nifti",)
+    device: str | None = None
+    tta: bool = False
+    reference_dir: str | None = None
+    input_dir: str | None = None
+    overlays: bool = True
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        unknown = [f for f in self.formats if f not in FORMATS]
+        if unknown or not self.formats:
+            raise ConfigError(f"formats: unknown {unknown or 'empty list'}; choose from {', '.join(FORMATS)}")
+
+
+_PREDICTORS: dict[tuple[str, str | None, bool], Any] = {}
+_STATE: dict[str, Any] = {"model_loads": 0, "threads_set": False}
+
+
+def get_predictor(config: WorkerConfig) -> tuple[Any, float]:
+    """The cached Predictor of this process for ``config`` and the seconds spent loading it now (0 if cached)."""
+    key = (str(Path(config.model).resolve()), config.device, config.tta)
+    if key in _PREDICTORS:
+        return _PREDICTORS[key], 0.0
+    from medseg.inference import Predictor
+
+    start = time.perf_counter()
+    predictor = Predictor.from_run(config.model, device=config.device, tta=config.tta)
+    _PREDICTORS[key] = predictor
+    _STATE["model_loads"] += 1
+    elapsed = time.perf_counter() - start
+    log.info("worker %d loaded model %s in %.2f s", os.getpid(), config.model, elapsed)
+    return predictor, elapsed
+
+
+def label_names(predictor: Any) -> dict[int, str]:
+    """``{label value: name}`` of the predictor's foreground labels (background 0 excluded)."""
+    names = predictor.label_names
+    if isinstance(names, dict):
+        items = ((int(k), str(v)) for k, v in names.items())
+    else:
+        items = enumerate(str(v) for v in names)
+    return {k: v for k, v in items if k != 0}
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+
+    import medseg
+
+    versions = {"medseg": medseg.__version__, "python": platform.python_version(), "numpy": numpy.__version__}
+    try:
+        import torch
+
+        versions["torch"] = torch.__version__
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        pass
+    return versions
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def find_reference(study: Study, reference_dir: str | os.PathLike[str], input_dir: str | None) -> Path | None:
+    """The reference label map of ``study`` under ``reference_dir``, or ``None``.
+
+    Looked up, in order: ``<study_id>`` with any image suffix; the input's path
+    relative to the input folder (same name, or with any image suffix for a DICOM
+    folder); the input's file name.
+    """
+    ref = Path(reference_dir)
+    stems = [study.study_id]
+    if input_dir is not None:
+        try:
+            rel = Path(study.path).resolve().relative_to(Path(input_dir).resolve())
+            stems.append(rel.as_posix())
+        except ValueError:
+            pass
+    stems.append(Path(study.path).name)
+    for stem in stems:
+        direct = ref / stem
+        if direct.is_file():
+            return direct
+        base = stem
+        for suffix in IMAGE_SUFFIXES:
+            if base.lower().endswith(suffix):
+                base = base[: -len(suffix)]
+                break
+        for suffix in IMAGE_SUFFIXES:
+            candidate = ref / f"{base}{suffix}"
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _evaluate(study: Study, labels: Any, names: dict[int, str], config: WorkerConfig) -> dict[str, Any]:
+    from medseg.io import load
+    from medseg.metrics import evaluate_labels
+
+    ref_path = find_reference(study, config.reference_dir, config.input_dir)  # type: ignore[arg-type]
+    if ref_path is None:
+        return {"error": f"no reference label map for {study.study_id} under {config.reference_dir}"}
+    ref = load(ref_path)
+    if not ref.same_grid(labels, atol=1e-3):
+        return {"reference": str(ref_path),
+                "error": f"{ref_path}: reference grid {ref.spatial_shape} differs from the input's {labels.spatial_shape}"}
+    rows = evaluate_labels(labels.array, ref.array, labels=sorted(names), spacing=labels.spacing)
+    for row in rows:
+        row["name"] = names.get(int(row["label"]), str(row["label"]))
+    return {"reference": str(ref_path), "per_label": rows}
+
+
+def _write_outputs(study: Study, volume: Any, labels: Any, names: dict[int, str], config: WorkerConfig,
+                   study_dir: Path, timings: dict[str, float]) -> dict[str, Any]:
+    from medseg.io import save
+
+    out_dir = Path(config.output_dir)
+    outputs: dict[str, Any] = {}
+    if "nifti" in config.formats:
+        t = time.perf_counter()
+        path = save(labels, study_dir / OUTPUT_NAMES["nifti"])
+        outputs["nifti"] = output_entry(Path(path), out_dir)
+        timings["write_nifti"] = time.perf_counter() - t
+    if "dicomseg" in config.formats and study.kind == "dicom":
+        from medseg.io.dicomseg import write_dicom_seg
+
+        t = time.perf_counter()
+        source = volume.meta.get("source_files") or list(study.files)
+        path = write_dicom_seg(labels, source, study_dir / OUTPUT_NAMES["dicomseg"], label_names=names)
+        outputs["dicomseg"] = output_entry(Path(path or study_dir / OUTPUT_NAMES["dicomseg"]), out_dir)
+        timings["write_dicomseg"] = time.perf_counter() - t
+    if config.overlays:
+        from medseg.report.overlays import write_overlay
+
+        t = time.perf_counter()
+        path = write_overlay(volume, labels, study_dir / OUTPUT_NAMES["overlay"], label_names=names,
+                             title=study.study_id)
+        outputs["overlay"] = output_entry(path, out_dir)
+        timings["overlay"] = time.perf_counter() - t
+    return outputs
+
+
+def _set_threads(config: WorkerConfig) -> None:
+    if config.threads and not _STATE["threads_set"]:
+        import torch
+
+        torch.set_num_threads(int(config.threads))
+        _STATE["threads_set"] = True
+
+
+def process_study(study: Study, config: WorkerConfig) -> dict[str, Any]:
+    """Segment one study and write its outputs; returns its manifest record (never raises for study errors).
+
+    Stages timed (seconds, ``record["timings_s"]``): ``setup`` (first-call imports), ``model_load`` (0 once cached),
+    ``load``, ``predict``, ``write_nifti``, ``write_dicomseg``, ``overlay``, ``evaluate``, ``total``.
+    """
+    start = time.perf_counter()
+    record: dict[str, Any] = {
+        "study_id": study.study_id, "input": study.path, "kind": study.kind, "series_uid": study.series_uid,
+        "status": "failed", "error": None, "timings_s": {}, "outputs": {}, "metrics": None,
+        "model": config.model, "model_sha256": None, "versions": _versions(), "started": _now(),
+    }
+    timings: dict[str, float] = record["timings_s"]
+    study_dir = Path(config.output_dir) / "studies" / study.study_id
+    try:
+        t = time.perf_counter()
+        _set_threads(config)
+        timings["setup"] = time.perf_counter() - t
+        if study_dir.exists():  # stale files of an interrupted attempt are never reported as outputs
+            shutil.rmtree(study_dir)
+        study_dir.mkdir(parents=True)
+        predictor, timings["model_load"] = get_predictor(config)
+        record["model_sha256"] = getattr(predictor, "model_sha256", None)
+        names = label_names(predictor)
+
+        from medseg.io import load
+
+        t = time.perf_counter()
+        volume = load(study.load_arg)
+        timings["load"] = time.perf_counter() - t
+        record["series_uid"] = volume.meta.get("series_uid", study.series_uid)
+        record["image"] = {"shape": list(volume.spatial_shape), "spacing_mm": [round(s, 4) for s in volume.spacing],
+                           "orientation": volume.orientation}
+
+        t = time.perf_counter()
+        labels = predictor.predict(volume)
+        timings["predict"] = time.perf_counter() - t
+        record["predict_stages_s"] = {k: round(float(v), 4) for k, v in getattr(predictor, "last_timings", {}).items()}
+        if not labels.same_grid(volume):
+            raise MedsegError(f"prediction grid {labels.spatial_shape} differs from the input's {volume.spatial_shape}")
+
+        record["outputs"] = _write_outputs(study, volume, labels, names, config, study_dir, timings)
+        if config.reference_dir:
+            t = time.perf_counter()
+            try:
+                record["metrics"] = _evaluate(study, labels, names, config)
+            except Exception as exc:  # a bad reference does not make the segmentation fail
+                record["metrics"] = {"error": f"{type(exc).__name__}: {exc}"}
+            timings["evaluate"] = time.perf_counter() - t
+        present = {int(v) for v in _unique_values(labels.array)} - {0}
+        record["labels_present"] = sorted(names.get(v, str(v)) for v in present)
+        record["status"] = "ok"
+    except Exception as exc:  # a study's failure is recorded, never raised
+        message = str(exc) or type(exc).__name__
+        record["error"] = {"type": type(exc).__name__, "message": message}
+        if not isinstance(exc, MedsegError):
+            record["error"]["traceback"] = traceback.format_exc(limit=-4)
+        log.warning("study %s failed: %s: %s", study.study_id, type(exc).__name__, message)
+        shutil.rmtree(study_dir, ignore_errors=True)  # a failed study leaves no output behind
+    timings["total"] = time.perf_counter() - start
+    record["finished"] = _now()
+    record["worker"] = {"pid": os.getpid(), "host": socket.gethostname(), "model_loads": _STATE["model_loads"]}
+    return record
+
+
+def _unique_values(array: Any) -> Any:
+    import numpy as np
+
+    return np.unique(array)
+
+
+__all__ = ["WorkerConfig", "process_study", "get_predictor", "find_reference", "label_names", "FORMATS"]

@@ -1,0 +1,175 @@
+"""The model registry: one decorator, one factory, names listed on a wrong guess.
+
+A model family registers a builder function under a name::
+
+    @register_model("unet3d", spatial_dims=3)
+    def build_unet3d(*, in_channels: int = 1, out_channels: int = 2, ...) -> torch.nn.Module: ...
+
+and everything else (training, export, inference) creates models by name and config
+through :func:`create_model`. A family may also name its own Lightning module
+(``training_module="medseg.models.sam2:Sam2LightningModule"``, only modules under
+``medseg.`` are accepted) when the generic segmentation engine does not fit it.
+
+The built-in families live in the modules listed in :data:`BUILTIN_FAMILIES`; they
+import torch/MONAI/smp only inside their builders, so listing models stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from medseg.errors import ConfigError, ModelError
+
+log = logging.getLogger(__name__)
+
+# Modules that register model families when imported. Later issues append to this tuple.
+BUILTIN_FAMILIES: tuple[str, ...] = ("medseg.models.unet2d", "medseg.models.unet3d", "medseg.models.sam2_model")
+
+
+class UnknownModelError(ConfigError, KeyError):
+    """An unknown model name (a :class:`ConfigError` that is also a ``KeyError``)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model family.
+
+    Attributes:
+        name: registry name (``"unet3d"``).
+        builder: ``builder(**config) -> torch.nn.Module``.
+        spatial_dims: 2 (input ``[B, C, X, Y]``) or 3 (input ``[B, C, X, Y, Z]``).
+        training_module: ``"medseg.pkg.module:ClassName"`` of a LightningModule for this
+            family, or ``None`` for the generic segmentation engine.
+        description: one line for ``medseg train --list-models``.
+        defaults: keyword defaults of the builder (introspected), for documentation.
+    """
+
+    name: str
+    builder: Callable[..., Any]
+    spatial_dims: int
+    training_module: str | None = None
+    description: str = ""
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+_LOADED = False
+
+
+def register_model(
+    name: str,
+    *,
+    spatial_dims: int = 3,
+    training_module: str | None = None,
+    description: str = "",
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: register ``builder`` under ``name`` (lower-case letters, digits, ``_``)."""
+    if not name or not name.replace("_", "").isalnum() or name != name.lower():
+        raise ConfigError(f"model name {name!r} must be lower-case letters, digits and '_'")
+    if spatial_dims not in (2, 3):
+        raise ConfigError(f"model {name!r}: spatial_dims must be 2 or 3, got {spatial_dims}")
+    if training_module is not None and not training_module.startswith("medseg."):
+        raise ConfigError(f"model {name!r}: training_module must be inside medseg, got {training_module!r}")
+
+    def decorator(builder: Callable[..., Any]) -> Callable[..., Any]:
+        existing = _REGISTRY.get(name)
+        if existing is not None and existing.builder is not builder:
+            if getattr(existing.builder, "__qualname__", None) != getattr(builder, "__qualname__", None):
+                raise ConfigError(f"model {name!r} is already registered by {existing.builder.__module__}")
+        defaults = {
+            k: p.default
+            for k, p in inspect.signature(builder).parameters.items()
+            if p.default is not inspect.Parameter.empty
+        }
+        _REGISTRY[name] = ModelSpec(
+            name=name,
+            builder=builder,
+            spatial_dims=spatial_dims,
+            training_module=training_module,
+            description=description or (inspect.getdoc(builder) or "").split("\n")[0],
+            defaults=defaults,
+        )
+        return builder
+
+    return decorator
+
+
+def _load_builtin() -> None:
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    for module in BUILTIN_FAMILIES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name == module:
+                log.debug("model family module %s is not present", module)
+                continue
+            raise
+
+
+def list_models() -> list[str]:
+    """Names of every registered model, sorted."""
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    """The :class:`ModelSpec` registered as ``name``.
+
+    Raises:
+        UnknownModelError: (a ConfigError and KeyError) listing the known names.
+    """
+    _load_builtin()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownModelError(f"unknown model {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def create_model(name: str, **config: Any) -> Any:
+    """Build the model registered as ``name`` with keyword ``config``; returns a ``torch.nn.Module``.
+
+    3D models take ``[B, C, X, Y, Z]`` float tensors and return logits
+    ``[B, num_classes, X, Y, Z]`` in eval mode; 2D models take ``[B, C, X, Y]``.
+
+    Raises:
+        UnknownModelError: unknown name (lists the known ones).
+        ConfigError: a config key the builder does not accept (lists the accepted ones).
+        ModelError: the builder failed for another reason.
+    """
+    spec = get_model_spec(name)
+    params = inspect.signature(spec.builder).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(config) - set(params))
+        if unknown:
+            raise ConfigError(
+                f"model {name!r}: unknown config key(s) {', '.join(unknown)}; "
+                f"accepted: {', '.join(sorted(params))}"
+            )
+    try:
+        return spec.builder(**config)
+    except (ConfigError, ModelError):
+        raise
+    except (TypeError, ValueError, AssertionError, KeyError) as exc:
+        raise ModelError(f"model {name!r} cannot be built with config {config}: {exc}") from exc
+
+
+__all__ = [
+    "BUILTIN_FAMILIES",
+    "ModelSpec",
+    "UnknownModelError",
+    "register_model",
+    "list_models",
+    "get_model_spec",
+    "create_model",
+]

@@ -1,0 +1,71 @@
+"""``unet2d``: segmentation-models-pytorch U-Net with any smp encoder, no downloads.
+
+Input ``[B, C, X, Y]`` float, output logits ``[B, out_channels, X, Y]``; X and Y must
+be multiples of ``2 ** encoder_depth`` (32 by default). Trained on 2D slices of 3D
+volumes (or on 2D images) and applied slice by slice. Encoder weights are never
+downloaded: ``encoder_weights_path`` may name a local state_dict file (``.pt``/``.pth``,
+loaded with ``weights_only=True``) for the encoder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from medseg.errors import ConfigError, ModelError
+from medseg.models.registry import register_model
+
+
+@register_model("unet2d", spatial_dims=2, description="2D U-Net (segmentation-models-pytorch, any encoder)")
+def build_unet2d(
+    *,
+    in_channels: int = 1,
+    out_channels: int = 2,
+    encoder_name: str = "resnet18",
+    encoder_depth: int = 5,
+    decoder_channels: Sequence[int] = (256, 128, 64, 32, 16),
+    encoder_weights_path: str | None = None,
+) -> Any:
+    """2D U-Net from smp; ``encoder_name`` is any smp encoder (``resnet18``, ``efficientnet-b0``, ...)."""
+    import segmentation_models_pytorch as smp
+
+    if len(decoder_channels) != encoder_depth:
+        raise ConfigError(
+            f"model.config.decoder_channels needs encoder_depth={encoder_depth} entries, got {list(decoder_channels)}"
+        )
+    known = smp.encoders.get_encoder_names()
+    if encoder_name not in known:
+        raise ConfigError(
+            f"model.config.encoder_name {encoder_name!r} is not an smp encoder; e.g. "
+            f"{', '.join(sorted(known)[:12])}, ... ({len(known)} in all)"
+        )
+    model = smp.Unet(
+        encoder_name=encoder_name,
+        encoder_weights=None,
+        encoder_depth=encoder_depth,
+        decoder_channels=tuple(int(c) for c in decoder_channels),
+        in_channels=in_channels,
+        classes=out_channels,
+    )
+    if encoder_weights_path:
+        _load_encoder(model, Path(encoder_weights_path))
+    return model
+
+
+def _load_encoder(model: Any, path: Path) -> None:
+    import torch
+
+    if not path.is_file():
+        raise ModelError(f"{path}: encoder weights file not found")
+    state = torch.load(path, weights_only=True, map_location="cpu")
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    # smp encoders override load_state_dict without returning the key report
+    result = torch.nn.Module.load_state_dict(model.encoder, state, strict=False)
+    loaded = len(state) - len(result.unexpected_keys)
+    if loaded == 0:
+        raise ModelError(f"{path}: no tensor matches the {type(model.encoder).__name__} encoder")
+
+
+__all__ = ["build_unet2d"]

@@ -1,0 +1,177 @@
+"""PNG overlays of a label map on its image: three orthogonal slices through each structure.
+
+Both volumes are first put in RAS orientation (exact axis flips/permutations, no
+interpolation), then for each label present the axial, coronal and sagittal slices
+through the centre of its bounding box are drawn with all labels overlaid. Axial
+and coronal views are shown in radiological convention (patient's right on the
+left of the image); pixels are drawn with their true aspect ratio (spacing in mm).
+Oblique grids are shown along the world axes they are closest to (no resampling).
+Drawing is plain numpy + Pillow (matplotlib only supplies the colour table): about
+0.3 s per 96x96x64 study with 8 structures, where a matplotlib figure took seconds.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from medseg.errors import InputError
+from medseg.io.atomic import atomic_path
+from medseg.volume import Volume
+
+VIEWS = ("axial", "coronal", "sagittal")
+
+
+def _colors(n: int) -> np.ndarray:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return np.asarray([cmap(i % cmap.N) for i in range(max(n, 1))])
+
+
+def _window(image: np.ndarray) -> tuple[float, float]:
+    finite = image[np.isfinite(image)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    sample = finite[:: max(1, finite.size // 200_000)]
+    lo, hi = np.percentile(sample, [0.5, 99.5])
+    return float(lo), float(hi if hi > lo else lo + 1)
+
+
+def _slice(array: np.ndarray, view: str, center: tuple[int, int, int]) -> np.ndarray:
+    i, j, k = center
+    if view == "axial":
+        return array[:, :, k].T  # rows: posterior->anterior, columns: left->right (x)
+    if view == "coronal":
+        return array[:, j, :].T  # rows: inferior->superior
+    return array[i, :, :].T  # sagittal, rows: inferior->superior, columns: posterior->anterior
+
+
+def _centres(labels: np.ndarray, values: list[int]) -> list[tuple[int, tuple[int, int, int]]]:
+    from scipy import ndimage
+
+    boxes = ndimage.find_objects(labels.astype(np.int32, copy=False), max_label=max(values) if values else 0)
+    out = []
+    for v in values:
+        box = boxes[v - 1] if v - 1 < len(boxes) else None
+        if box is not None:
+            out.append((v, tuple((s.start + s.stop - 1) // 2 for s in box)))
+    return out
+
+
+def _fit(panel: np.ndarray, row_mm: float, col_mm: float, box: int) -> np.ndarray:
+    """Nearest-neighbour resize of a 2D (or 2D+RGB) panel into a ``box`` x ``box`` square, true aspect kept."""
+    rows, cols = panel.shape[:2]
+    height, width = rows * row_mm, cols * col_mm
+    scale = box / max(height, width)
+    out_r, out_c = max(1, round(height * scale)), max(1, round(width * scale))
+    ri = np.minimum((np.arange(out_r) * rows / out_r).astype(int), rows - 1)
+    ci = np.minimum((np.arange(out_c) * cols / out_c).astype(int), cols - 1)
+    return panel[ri][:, ci]
+
+
+def _view(array: np.ndarray, view: str, centre: tuple[int, int, int]) -> np.ndarray:
+    """A 2D slice oriented for display: superior/anterior up; axial and coronal radiological (patient right on the left)."""
+    plane = np.flipud(_slice(array, view, centre))  # row 0 at the top
+    return np.fliplr(plane) if view != "sagittal" else plane
+
+
+def _view_spacing(view: str, spacing: tuple[float, ...]) -> tuple[float, float]:
+    si, sj, sk = spacing
+    return {"axial": (sj, si), "coronal": (sk, si), "sagittal": (sk, sj)}[view]
+
+
+def render_overlay(
+    image: Volume,
+    labels: Volume,
+    *,
+    label_names: dict[int, str] | None = None,
+    title: str = "",
+    max_structures: int = 8,
+    panel_px: int = 200,
+    alpha: float = 0.45,
+) -> bytes:
+    """PNG bytes of the overlay: one row per structure (at most ``max_structures``), three views each.
+
+    Each row shows the axial, coronal and sagittal slices through the centre of the
+    structure's bounding box, with every label blended in its colour (``alpha``).
+    Panels are ``panel_px`` pixels on their long side, with the true mm aspect.
+
+    Args:
+        image: the image (``[i, j, k]``; a channel-first image shows channel 0).
+        labels: integer label map on the same grid as ``image``.
+        label_names: ``{value: name}`` for the titles; missing names show the value.
+        title: a line of text above the panels (e.g. the study ID).
+
+    Raises:
+        InputError: the two volumes are not on the same 3D grid.
+    """
+    import io
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    from medseg.transforms.preprocess import to_canonical
+
+    if image.ndim != 3 or not image.same_grid(labels, atol=1e-3):
+        raise InputError(
+            f"overlay needs a 3D image and label map on the same grid, got {image.spatial_shape} and {labels.spatial_shape}"
+        )
+    img = to_canonical(image)
+    lab = to_canonical(labels)
+    arr = np.asarray(img.array[0] if img.channel_first else img.array, dtype=np.float32)
+    lab_arr = np.asarray(lab.array).astype(np.int64, copy=False)
+    names = dict(label_names or {})
+    present = [int(v) for v in np.unique(lab_arr) if v > 0]
+    rows = _centres(lab_arr, present)[:max_structures]
+    if not rows:
+        rows = [(0, tuple(s // 2 for s in lab_arr.shape))]
+    lo, hi = _window(arr)
+    values = sorted(set(present) | set(names))
+    palette = np.zeros((max(values, default=0) + 1, 3), dtype=np.float32)
+    for v, c in zip(values, _colors(len(values))):
+        palette[v] = np.asarray(c[:3]) * 255
+
+    title_h, pad = 16, 6
+    header = 20 if title else 0
+    width = 3 * (panel_px + pad) + pad
+    canvas = Image.new("RGB", (width, header + len(rows) * (panel_px + title_h + pad) + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    if title:
+        draw.text((pad, 4), title, fill="black", font=font)
+    for r, (value, centre) in enumerate(rows):
+        top = header + r * (panel_px + title_h + pad) + pad
+        for c, view in enumerate(VIEWS):
+            grey = np.clip((_view(arr, view, centre) - lo) / (hi - lo), 0, 1) * 255
+            lab2 = _view(lab_arr, view, centre)
+            rgb = np.repeat(grey[..., None], 3, axis=2)
+            mask = lab2 > 0
+            rgb[mask] = (1 - alpha) * rgb[mask] + alpha * palette[np.clip(lab2[mask], 0, len(palette) - 1)]
+            rgb = _fit(rgb, *_view_spacing(view, img.spacing), panel_px)
+            left = pad + c * (panel_px + pad)
+            canvas.paste(Image.fromarray(rgb.astype(np.uint8)), (left + (panel_px - rgb.shape[1]) // 2, top + title_h))
+            name = names.get(value, str(value)) if value else "no structure"
+            draw.text((left, top + 2), f"{name} - {view}", fill="black", font=font)
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def write_overlay(
+    image: Volume,
+    labels: Volume,
+    path: str | os.PathLike[str],
+    *,
+    label_names: dict[int, str] | None = None,
+    title: str = "",
+) -> Path:
+    """Render :func:`render_overlay` and write it to ``path`` atomically; returns the path."""
+    data = render_overlay(image, labels, label_names=label_names, title=title)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+__all__ = ["render_overlay", "write_overlay", "VIEWS"]

@@ -1,0 +1,56 @@
+"""SAM2 on medical volumes: promptable slice segmentation, propagation through volumes, fine-tuning.
+
+Wraps Meta's ``sam2`` package (Apache-2.0; installed without its CUDA extension).
+Public API (imported lazily, so ``import medseg.sam`` does not import torch)::
+
+    from medseg.sam import build_sam2, load_sam2, SlicePredictor, segment_slice, propagate
+    from medseg.sam import Preprocess, SlicePrompt, load_prompts, prompts_from_mask
+
+Axis order: volumes are ``[i, j, k]``; a slice along ``axis`` has rows/cols = the two
+other axes in order. Prompt coordinates are voxel indices or world RAS+ mm.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "build_sam2": "medseg.sam.model",
+    "load_sam2": "medseg.sam.model",
+    "save_checkpoint": "medseg.sam.model",
+    "read_checkpoint": "medseg.sam.model",
+    "CONFIGS": "medseg.sam.model",
+    "Preprocess": "medseg.sam.preprocess",
+    "CT_WINDOWS": "medseg.sam.preprocess",
+    "SlicePrompt": "medseg.sam.prompts",
+    "load_prompts": "medseg.sam.prompts",
+    "save_prompts": "medseg.sam.prompts",
+    "parse_prompts": "medseg.sam.prompts",
+    "prompts_from_mask": "medseg.sam.prompts",
+    "prompt_from_coordinates": "medseg.sam.prompts",
+    "SlicePredictor": "medseg.sam.segment",
+    "segment_slice": "medseg.sam.segment",
+    "propagate": "medseg.sam.segment",
+    "Sam2FinetuneModule": "medseg.sam.finetune",
+    "FinetuneConfig": "medseg.sam.finetune",
+    "finetune": "medseg.sam.finetune",
+    "evaluate_prompted": "medseg.sam.finetune",
+    "export_sam2": "medseg.sam.export",
+    "segment_study": "medseg.sam.study",
+    "Sam2Refiner": "medseg.sam.study",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'medseg.sam' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_EXPORTS))
+
+
+__all__ = sorted(_EXPORTS)

@@ -1,0 +1,61 @@
+"""PNG curves of a run: training loss and validation Dice against the step."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+from medseg.io.atomic import atomic_path
+
+
+def read_metrics(path: str | os.PathLike[str]) -> dict[str, list[tuple[int, float]]]:
+    """Columns of a Lightning ``metrics.csv`` as ``{name: [(step, value), ...]}`` (empty cells skipped)."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            step = int(float(row.get("step") or 0))
+            for key, value in row.items():
+                if key in ("step", "epoch") or value in ("", None):
+                    continue
+                series.setdefault(key, []).append((step, float(value)))
+    return series
+
+
+def plot_curves(metrics_csv: str | os.PathLike[str], out_png: str | os.PathLike[str]) -> Path:
+    """Draw training loss (per step and per epoch) and validation Dice (mean and per label)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = read_metrics(metrics_csv)
+    fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(11, 4))
+    for key, style in (("train_loss_step", "-"), ("train_loss_epoch", "o-")):
+        if key in s:
+            x, y = zip(*s[key])
+            ax_loss.plot(x, y, style, label=key, alpha=0.8, markersize=3)
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("Dice + CE loss")
+    ax_loss.set_title("training loss")
+    dice_keys = sorted(k for k in s if k.startswith("val_dice"))
+    for key in dice_keys:
+        x, y = zip(*s[key])
+        ax_dice.plot(x, y, "o-" if key == "val_dice" else "--", label=key.replace("val_dice_", ""),
+                     linewidth=2.5 if key == "val_dice" else 1, markersize=3)
+    ax_dice.set_xlabel("step")
+    ax_dice.set_ylabel("Dice")
+    ax_dice.set_ylim(0, 1)
+    ax_dice.set_title("validation Dice (whole volumes)")
+    for ax in (ax_loss, ax_dice):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return Path(out_png)
+
+
+__all__ = ["read_metrics", "plot_curves"]

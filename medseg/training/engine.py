@@ -1,0 +1,463 @@
+"""``medseg.training.train``: config -> plan -> splits -> preprocessed cases -> Lightning -> export.
+
+The run folder (``out_dir``) receives ``config.yaml`` (resolved), ``plan.json``,
+``splits.json``, ``checkpoints/{best,last}.ckpt``, ``metrics.csv``, ``curves.png``,
+``logs/`` (Lightning CSV, and TensorBoard when installed) and ``export/``
+(``model.pt`` + ``model.json``, the folder ``medseg predict`` takes).
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.errors import ConfigError, InputError
+from medseg.io.atomic import write_text_atomic
+from medseg.training.config import Config, load_config, resolve_recipe
+from medseg.volume import Volume
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+EXPORT_DIR = "export"
+
+
+def _is_rank_zero() -> bool:
+    """True in the process that writes the run files (global rank 0, or no distributed launcher)."""
+    rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0)
+    return rank == 0 and int(os.environ.get("NODE_RANK", "0") or 0) == 0
+
+
+# --------------------------------------------------------------------------- plan and data
+def get_plan(cfg: Config, dataset: Any, run_dir: Path) -> dict[str, Any]:
+    """The plan: ``plan.path``, else the run's ``plan.json`` (resume), else computed; config overrides applied."""
+    from medseg.planning import load_plan, plan_dataset
+
+    if cfg.plan.path is not None:
+        plan = load_plan(cfg.plan.path)
+    elif (run_dir / "plan.json").is_file():
+        plan = load_plan(run_dir / "plan.json")
+    else:
+        log.info("computing the dataset plan for %s", dataset.root)
+        plan = plan_dataset(dataset, memory_budget_mb=cfg.plan.memory_budget_mb, max_patch=cfg.plan.max_patch)
+    pre = plan["preprocessing"]
+    if cfg.plan.target_spacing_mm is not None:
+        if len(cfg.plan.target_spacing_mm) != 3:
+            raise ConfigError(f"plan.target_spacing_mm needs 3 values (mm), got {cfg.plan.target_spacing_mm}")
+        pre["target_spacing_mm"] = list(cfg.plan.target_spacing_mm)
+    if cfg.plan.normalization is not None:
+        from medseg.transforms.preprocess import normalize_intensity
+
+        normalize_intensity(np.zeros(2, np.float32) + 1, cfg.plan.normalization)  # validates the spec
+        pre["normalization"] = dict(cfg.plan.normalization)
+    return plan
+
+
+def get_split(cfg: Config, dataset: Any, run_dir: Path) -> dict[str, list[str]]:
+    """Fold ``dataset.fold`` of ``dataset.splits``, else of the run's ``splits.json``, else new splits."""
+    from medseg.data.splits import get_fold, load_splits, make_splits, save_splits
+
+    ids = [c.case_id for c in dataset.cases]
+    if cfg.dataset.splits is not None:
+        splits = load_splits(cfg.dataset.splits)
+    elif (run_dir / "splits.json").is_file():
+        splits = load_splits(run_dir / "splits.json")
+    else:
+        splits = make_splits(ids, n_folds=cfg.dataset.n_folds, seed=cfg.dataset.split_seed)
+    if _is_rank_zero():
+        save_splits(splits, run_dir / "splits.json")
+    return get_fold(splits, cfg.dataset.fold, known=ids)
+
+
+def preprocess_cases(dataset: Any, case_ids: list[str], pipeline: Any) -> list[dict[str, Any]]:
+    """Load and run the recipe's ``preprocess`` section on each case; returns dicts of
+    ``image [C, X, Y, Z]`` float32 and ``label [1, X, Y, Z]`` int16 numpy arrays."""
+    from medseg.data.datasets import load_case
+
+    out = []
+    for cid in case_ids:
+        image, label = load_case(dataset.case(cid))
+        if label is None:
+            raise InputError(f"case {cid}: no label map; every training case needs one")
+        d = pipeline({"image": image, "label": label, "case_id": cid})
+        if isinstance(d.get("image"), Volume) or isinstance(d.get("label"), Volume):
+            raise ConfigError("transforms.preprocess must end with MedsegToArrayd (Volume -> array)")
+        img = np.ascontiguousarray(np.asarray(d["image"]), dtype=np.float32)
+        lab = np.ascontiguousarray(np.asarray(d["label"]), dtype=np.int16)
+        extra = {k: np.asarray(v) for k, v in d.items() if k.endswith("_indices")}
+        out.append({"image": img, "label": lab, "case_id": cid, **extra})
+    return out
+
+
+class PatchDataset:
+    """``length`` training samples drawn from ``cases`` (case order fixed by ``seed``), each
+    passed through the random ``transform`` (patch sampling and augmentation)."""
+
+    def __init__(self, cases: list[dict[str, Any]], transform: Any, length: int, seed: int) -> None:
+        self.cases = cases
+        self.transform = transform
+        rng = np.random.default_rng(seed)
+        reps = -(-length // len(cases))
+        self.order = np.concatenate([rng.permutation(len(cases)) for _ in range(reps)])[:length]
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        from monai.utils import convert_to_tensor
+
+        case = self.cases[int(self.order[index])]
+        out = self.transform({k: v for k, v in case.items() if k != "case_id"})
+        if isinstance(out, list):
+            out = out[0]
+        return {"image": convert_to_tensor(out["image"], track_meta=False, dtype=None).float(),
+                "label": convert_to_tensor(out["label"], track_meta=False).long()}
+
+
+class RankSampler:
+    """Sequential sampler for distributed runs without shuffling: rank ``r`` of ``w`` takes indices
+    ``r, r + w, r + 2w, ...`` (Lightning's own distributed sampler always shuffles training data)."""
+
+    def __init__(self, length: int, world_size: int) -> None:
+        self.length = length
+        self.world_size = max(1, world_size)
+
+    def _rank(self) -> int:
+        import torch.distributed as dist
+
+        return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+    def __iter__(self) -> Any:
+        per_rank = self.length // self.world_size
+        return iter(range(self._rank(), per_rank * self.world_size, self.world_size))
+
+    def __len__(self) -> int:
+        return self.length // self.world_size
+
+
+class VolumeDataset:
+    """Whole preprocessed volumes for validation."""
+
+    def __init__(self, cases: list[dict[str, Any]]) -> None:
+        self.cases = cases
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        import torch
+
+        c = self.cases[index]
+        return {"image": torch.from_numpy(c["image"]), "label": torch.from_numpy(c["label"].astype(np.int64))}
+
+
+# --------------------------------------------------------------------------- model settings
+def resolve_model(cfg: Config, dataset: Any, plan: dict[str, Any]) -> tuple[dict[str, Any], int, list[int], int, type]:
+    """(model config, spatial dims, patch size, batch size, LightningModule class)."""
+    from medseg.models.registry import get_model_spec
+
+    spec = get_model_spec(cfg.model.name)
+    model_config = dict(cfg.model.config)
+    model_config.setdefault("in_channels", len(dataset.channel_names))
+    model_config.setdefault("out_channels", dataset.num_classes)
+    sd = spec.spatial_dims
+    conf = plan["configurations"][f"{sd}d"]
+    patch = list(cfg.train.patch_size or conf["patch_size"])
+    batch = int(cfg.train.batch_size or conf["batch_size"])
+    if len(patch) != sd:
+        raise ConfigError(f"train.patch_size needs {sd} values for model {cfg.model.name!r}, got {patch}")
+    div = _divisor(cfg.model.name, model_config, sd)
+    bad = [p for p, d in zip(patch, div) if p % d]
+    if bad:
+        raise ConfigError(f"train.patch_size {patch} must be a multiple of {div} for model {cfg.model.name!r}")
+    module_cls: type
+    if spec.training_module:
+        mod_name, _, cls_name = spec.training_module.partition(":")
+        module_cls = getattr(importlib.import_module(mod_name), cls_name)
+    else:
+        from medseg.training.module import SegmentationModule
+
+        module_cls = SegmentationModule
+    return model_config, sd, patch, batch, module_cls
+
+
+def _divisor(name: str, config: dict[str, Any], sd: int) -> list[int]:
+    if name == "unet3d":
+        from medseg.models.unet3d import divisor
+
+        return divisor(config)
+    if name == "unet2d":
+        return [2 ** int(config.get("encoder_depth", 5))] * 2
+    return [1] * sd
+
+
+def _postprocessing(cfg: Config, labels: dict[int, str]) -> dict[str, dict[str, Any]]:
+    by_name = {v: k for k, v in labels.items()}
+    out = {str(k): {"largest_component": False, "min_size_mm3": 0.0, "fill_holes": False}
+           for k in sorted(labels) if k != 0}
+    for key, value in cfg.postprocessing.items():
+        lab = by_name.get(key, int(key) if key.isdigit() else None)
+        if lab is None or lab not in labels or lab == 0:
+            raise ConfigError(f"postprocessing.{key}: not a foreground label; valid: "
+                              f"{', '.join(v for k, v in sorted(labels.items()) if k)}")
+        out[str(lab)] = value.model_dump()
+    return out
+
+
+# --------------------------------------------------------------------------- the run
+def train(
+    config: str | os.PathLike[str] | dict[str, Any] | Config,
+    *,
+    out_dir: str | os.PathLike[str],
+    overrides: list[str] | tuple[str, ...] = (),
+    resume: bool = False,
+) -> Path:
+    """Train a model as described by ``config`` and write the run folder; returns it.
+
+    Args:
+        config: YAML path, dict or :class:`~medseg.training.config.Config`.
+        out_dir: the run folder (created).
+        overrides: ``key.sub=value`` strings applied after the file (``--set``).
+        resume: continue from ``out_dir/checkpoints/last.ckpt`` (its step, optimiser and
+            schedule state); the run's ``plan.json`` and ``splits.json`` are reused.
+
+    Raises:
+        ConfigError: a bad config value (names the key and the allowed values).
+        InputError: bad dataset (lists every bad case).
+    """
+    import yaml
+
+    t0 = time.monotonic()
+    cfg = load_config(config, overrides)
+    run_dir = Path(out_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_last = run_dir / CHECKPOINT_DIR / "last.ckpt"
+    if resume and not ckpt_last.is_file():
+        raise InputError(f"{ckpt_last}: nothing to resume (no last checkpoint in {run_dir})")
+    if cfg.dataset.root is None:
+        raise ConfigError("dataset.root: required (the dataset folder or manifest); set it with --set dataset.root=DIR")
+
+    from medseg.data.datasets import load_dataset, validate_dataset
+    from medseg.planning import save_plan
+    from medseg.transforms.recipes import build_recipe, load_recipe
+
+    dataset = load_dataset(cfg.dataset.root)
+    if cfg.dataset.validate_data:
+        validate_dataset(dataset)
+    plan = get_plan(cfg, dataset, run_dir)
+    split = get_split(cfg, dataset, run_dir)
+    model_config, sd, patch, batch, module_cls = resolve_model(cfg, dataset, plan)
+    _postprocessing(cfg, dataset.labels)  # fail before training, not after
+    if _is_rank_zero():
+        resolved = cfg.model_dump(mode="json")
+        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+        save_plan(plan, run_dir / "plan.json")
+
+    recipe = load_recipe(resolve_recipe(cfg.transforms.recipe))
+    context = {"patch_size": patch, "crop_size": patch if sd == 3 else patch + [1], "spatial_dims": sd,
+               "preprocessing": plan["preprocessing"], "num_classes": dataset.num_classes}
+    pre = build_recipe(recipe, "preprocess", context)
+    val_ids = split["val"][: cfg.train.val_max_cases] if cfg.train.val_max_cases else split["val"]
+    t_pre = time.monotonic()
+    train_cases = preprocess_cases(dataset, split["train"], pre)
+    val_cases = preprocess_cases(dataset, val_ids, pre)
+    log.info("preprocessed %d training and %d validation cases in %.1f s",
+             len(train_cases), len(val_cases), time.monotonic() - t_pre)
+
+    trainer = build_trainer(cfg, run_dir, log_version=_log_version(run_dir) if resume else "")
+    steps = cfg.train.max_steps if cfg.train.max_steps > 0 else cfg.train.max_epochs * cfg.train.iterations_per_epoch
+    labels = {str(k): v for k, v in sorted(dataset.labels.items())}
+    module = module_cls(
+        model_name=cfg.model.name, model_config=model_config, spatial_dims=sd, patch_size=patch, labels=labels,
+        loss=cfg.loss.model_dump(), optimizer=cfg.optimizer.model_dump(), schedule=cfg.schedule.model_dump(),
+        inference=cfg.inference.model_dump(), total_steps=steps,
+        budget_s=cfg.train.max_minutes * 60 if cfg.train.max_minutes else None,
+    )
+    train_loader, val_loader = make_loaders(cfg, recipe, context, train_cases, val_cases, batch, trainer.world_size)
+    trainer.fit(module, train_loader, val_loader, ckpt_path=str(ckpt_last) if resume else None, weights_only=True)
+
+    if trainer.is_global_zero:
+        finish_run(run_dir, trainer, module, cfg, plan, dataset, sd, patch, model_config, split, labels)
+        log.info("run finished in %.1f s: %s", time.monotonic() - t0, run_dir)
+    return run_dir
+
+
+def make_loaders(cfg: Config, recipe: dict[str, Any], context: dict[str, Any], train_cases: list[dict[str, Any]],
+                 val_cases: list[dict[str, Any]], batch: int, world_size: int) -> tuple[Any, Any]:
+    """Training loader (``iterations_per_epoch`` batches per rank) and validation loader."""
+    from monai.data import DataLoader
+    from monai.transforms import Compose
+
+    from medseg.transforms.recipes import build_recipe
+
+    train_tf: Compose = build_recipe(recipe, "train", context)
+    train_tf.set_random_state(seed=cfg.train.seed)
+    length = cfg.train.iterations_per_epoch * batch * max(1, world_size)
+    ds = PatchDataset(train_cases, train_tf, length, cfg.train.seed)
+    sampler = RankSampler(len(ds), world_size) if (world_size > 1 and not cfg.train.shuffle) else None
+    train_loader = DataLoader(ds, batch_size=batch, shuffle=cfg.train.shuffle and sampler is None, sampler=sampler,
+                              num_workers=cfg.train.num_workers, drop_last=True,
+                              persistent_workers=cfg.train.num_workers > 0)
+    val_loader = DataLoader(VolumeDataset(val_cases), batch_size=1, shuffle=False, num_workers=0)
+    return train_loader, val_loader
+
+
+class _NoAdverts(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in str(record.msg)
+
+
+def _quiet_lightning() -> None:
+    """Drop Lightning's product tips (offline tool, nothing to install from there)."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        lg = logging.getLogger(name)
+        if not any(isinstance(f, _NoAdverts) for f in lg.filters):
+            lg.addFilter(_NoAdverts())
+
+
+def _log_version(run_dir: Path) -> str:
+    n = 1
+    while (run_dir / "logs" / f"resume{n}").exists():
+        n += 1
+    return f"resume{n}"
+
+
+def build_trainer(cfg: Config, run_dir: Path, log_version: str = "") -> Any:
+    """The Lightning ``Trainer`` for ``cfg`` (checkpoints, CSV/TensorBoard logs, time budget)."""
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from medseg.training.module import StepTimer
+
+    t = cfg.train
+    _quiet_lightning()
+    L.seed_everything(t.seed, workers=True, verbose=False)
+    precision = {"auto": "16-mixed" if torch.cuda.is_available() else "32-true", "32": "32-true"}.get(
+        t.precision, t.precision)
+    loggers: list[Any] = [CSVLogger(save_dir=str(run_dir), name="logs", version=log_version)]
+    if importlib.util.find_spec("tensorboard") is not None:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="logs", version="tb"))
+    callbacks: list[Any] = [
+        ModelCheckpoint(dirpath=str(run_dir / CHECKPOINT_DIR), filename="best", monitor="val_dice", mode="max",
+                        save_last=True, save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False,
+                        save_on_train_epoch_end=False),
+        LearningRateMonitor(logging_interval="epoch"),
+        StepTimer(),
+    ]
+    if t.early_stopping_patience:
+        callbacks.append(EarlyStopping(monitor="val_dice", mode="max", patience=t.early_stopping_patience))
+    if t.progress_bar and importlib.util.find_spec("rich") is not None:
+        from lightning.pytorch.callbacks import RichProgressBar
+
+        callbacks.append(RichProgressBar())
+    strategy = t.strategy
+    if strategy == "auto" and t.devices not in (1, "auto") and t.accelerator == "cpu":
+        strategy = "ddp_spawn"
+    return L.Trainer(
+        default_root_dir=str(run_dir),
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=strategy,
+        precision=precision,
+        max_epochs=t.max_epochs,
+        max_steps=t.max_steps,
+        max_time=datetime.timedelta(minutes=t.max_minutes) if t.max_minutes else None,
+        check_val_every_n_epoch=t.val_every_n_epochs,
+        num_sanity_val_steps=0,
+        gradient_clip_val=t.gradient_clip,
+        logger=loggers,
+        callbacks=callbacks,
+        enable_progress_bar=t.progress_bar,
+        enable_model_summary=False,
+        log_every_n_steps=max(1, min(10, t.iterations_per_epoch)),
+        deterministic=t.deterministic,
+        use_distributed_sampler=t.shuffle,  # without shuffling, RankSampler splits the training samples
+        benchmark=False,
+    )
+
+
+def merge_metrics(log_dir: Path, out_csv: Path) -> bool:
+    """Concatenate ``logs/metrics.csv`` and every ``logs/resumeN/metrics.csv`` (in order) into ``out_csv``."""
+    import csv
+    import io
+
+    parts = [log_dir / "metrics.csv"] + sorted(log_dir.glob("resume*/metrics.csv"),
+                                               key=lambda p: int(p.parent.name[len("resume"):] or 0))
+    rows: list[dict[str, str]] = []
+    fields: list[str] = []
+    for part in parts:
+        if not part.is_file():
+            continue
+        with part.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            fields += [f for f in reader.fieldnames or [] if f not in fields]
+            rows.extend(reader)
+    if not rows:
+        return False
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(out_csv, buf.getvalue())
+    return True
+
+
+def finish_run(run_dir: Path, trainer: Any, module: Any, cfg: Config, plan: dict[str, Any], dataset: Any,
+               sd: int, patch: list[int], model_config: dict[str, Any], split: dict[str, list[str]],
+               labels: dict[str, str]) -> Path:
+    """Copy ``metrics.csv``, draw ``curves.png`` and export the best weights to ``export/``."""
+    import torch
+
+    from medseg.models.export import save_export
+    from medseg.training.curves import plot_curves
+
+    if merge_metrics(run_dir / "logs", run_dir / "metrics.csv"):
+        plot_curves(run_dir / "metrics.csv", run_dir / "curves.png")
+    best = run_dir / CHECKPOINT_DIR / "best.ckpt"
+    state = None
+    if best.is_file():
+        ckpt = torch.load(best, map_location="cpu", weights_only=True)
+        state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    global_step, epochs = int(trainer.global_step), int(trainer.current_epoch)
+    last = run_dir / CHECKPOINT_DIR / "last.ckpt"
+    if global_step == 0 and last.is_file():  # ddp_spawn: the loop state stays in the worker processes
+        meta = torch.load(last, map_location="cpu", weights_only=True)
+        global_step, epochs = int(meta.get("global_step", 0)), int(meta.get("epoch", 0)) + 1
+    net = module.net
+    if state:
+        net.load_state_dict(state)
+    score = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
+    timers = [c for c in trainer.callbacks if type(c).__name__ == "StepTimer"]
+    speed = timers[0].steps_per_second() if timers else None
+    info = {
+        "model": {"name": cfg.model.name, "config": model_config},
+        "spatial_dims": sd,
+        "labels": labels,
+        "preprocessing": dict(plan["preprocessing"]),
+        "inference": {"patch_size": patch, "overlap": cfg.inference.overlap, "batch_size": cfg.inference.batch_size,
+                      "mode": cfg.inference.mode},
+        "postprocessing": _postprocessing(cfg, dataset.labels),
+        "plan": plan,
+        "training": {"fold": cfg.dataset.fold, "train_cases": split["train"], "val_cases": split["val"],
+                     "global_step": global_step, "epochs": epochs,
+                     "best_val_dice": None if score is None else float(score),
+                     "weights": "best" if state else "last",
+                     "steps_per_second": None if speed is None else round(speed, 4)},
+    }
+    return save_export(run_dir / EXPORT_DIR, net, info)
+
+
+__all__ = ["train", "build_trainer", "get_plan", "get_split", "preprocess_cases", "PatchDataset", "VolumeDataset",
+           "CHECKPOINT_DIR", "EXPORT_DIR"]

@@ -1,0 +1,304 @@
+"""The deterministic preprocessing shared by training and inference: one implementation.
+
+Three steps, always in this order (see ``preprocess_pair``):
+
+1. :func:`to_canonical` - reorder/flip the voxel axes so that they point along the
+   requested orientation (default ``"RAS"``). Exact: no interpolation.
+2. :func:`resample_to_spacing` - resample onto a grid of the target spacing (mm),
+   labels nearest-neighbour (``order=0``).
+3. :func:`normalize_intensity` - CT windowing or per-image percentile clip + z-score,
+   as described by the ``normalization`` dict of a plan / ``model.json``.
+
+Only numpy, scipy and nibabel's orientation helpers are used, so results are the
+same on every machine. The MONAI training recipes call these functions through the
+``MedsegPreprocessd`` transform instead of re-implementing them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from medseg.errors import ConfigError, InputError
+from medseg.volume import Volume
+
+log = logging.getLogger(__name__)
+
+NORMALIZATION_KINDS = ("ct", "zscore", "none")
+_SPACING_RTOL = 1e-3  # relative tolerance under which a spacing counts as already reached
+
+
+# --------------------------------------------------------------------------- intensity
+def normalize_intensity(array: np.ndarray, spec: Mapping[str, Any]) -> np.ndarray:
+    """Normalise image intensities; returns a new float32 array of the same shape.
+
+    ``spec`` is the ``normalization`` dict of a plan / ``model.json``:
+
+    - ``{"kind": "ct", "clip": [lo, hi], "mean": m, "std": s}``: clip to ``[lo, hi]``
+      (HU), then ``(x - m) / s``. ``clip`` may be omitted (no clipping).
+    - ``{"kind": "zscore", "percentiles": [0.5, 99.5]}``: per image, clip to the given
+      percentiles of the nonzero voxels (all voxels when none are nonzero), then
+      subtract the mean and divide by the standard deviation of those (clipped)
+      voxels. Every voxel is transformed, zeros included.
+    - ``{"kind": "none"}``: cast to float32 only.
+
+    Raises:
+        ConfigError: unknown ``kind`` or missing/invalid fields (the message names them).
+
+    Example:
+        >>> normalize_intensity(np.array([-1000.0, 60.0, 1000.0]),
+        ...                     {"kind": "ct", "clip": [-160, 240], "mean": 60, "std": 50}).tolist()
+        [-4.400000095367432, 0.0, 3.5999999046325684]
+    """
+    kind = str(spec.get("kind", "")).lower()
+    x = np.asarray(array, dtype=np.float32)
+    if kind == "none":
+        return x.copy()
+    if kind == "ct":
+        out = x.copy()
+        clip = spec.get("clip")
+        if clip is not None:
+            lo, hi = _pair(clip, "normalization.clip")
+            np.clip(out, lo, hi, out=out)
+        mean = float(spec.get("mean", 0.0))
+        std = float(spec.get("std", 1.0))
+        if not np.isfinite(std) or std <= 0:
+            raise ConfigError(f"normalization.std must be a positive number, got {spec.get('std')!r}")
+        out -= np.float32(mean)
+        out /= np.float32(std)
+        return out
+    if kind == "zscore":
+        p_lo, p_hi = _pair(spec.get("percentiles", (0.5, 99.5)), "normalization.percentiles")
+        if not 0.0 <= p_lo < p_hi <= 100.0:
+            raise ConfigError(f"normalization.percentiles must satisfy 0 <= lo < hi <= 100, got {[p_lo, p_hi]}")
+        mask = x != 0
+        values = x[mask] if mask.any() else x.ravel()
+        if values.size == 0:
+            return x.copy()
+        lo, hi = np.percentile(values.astype(np.float64), [p_lo, p_hi])
+        out = np.clip(x, np.float32(lo), np.float32(hi))
+        clipped = np.clip(values.astype(np.float64), lo, hi)
+        mean, std = float(clipped.mean()), float(clipped.std())
+        out -= np.float32(mean)
+        out /= np.float32(max(std, 1e-8))
+        return out
+    raise ConfigError(
+        f"normalization.kind {spec.get('kind')!r} is not known; valid kinds: {', '.join(NORMALIZATION_KINDS)}"
+    )
+
+
+def _pair(value: Any, key: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be a list of two numbers, got {value!r}") from None
+    if not lo <= hi:
+        raise ConfigError(f"{key} must be [low, high] with low <= high, got {[lo, hi]}")
+    return lo, hi
+
+
+# --------------------------------------------------------------------------- orientation
+def to_canonical(volume: Volume, orientation: str = "RAS") -> Volume:
+    """Permute and flip the voxel axes so that they point along ``orientation``.
+
+    The world position of every voxel is unchanged (the affine is updated to match),
+    no value is interpolated, and the operation is exactly undone by
+    ``to_canonical(result, volume.orientation)`` for non-oblique volumes. For an oblique
+    volume each axis goes to the world axis it is closest to (nibabel's rule).
+    2D volumes are returned unchanged (copied). ``meta["canonical_from"]`` records the
+    original orientation code.
+
+    Args:
+        volume: image or label map, ``[i, j, k]`` or ``[c, i, j, k]``.
+        orientation: three letters, one of L/R, P/A, I/S each (e.g. ``"RAS"``, ``"LPS"``).
+    """
+    import nibabel.orientations as nio
+
+    code = orientation.upper()
+    if len(code) != 3 or sorted(_axis_of(c) for c in code) != [0, 1, 2]:
+        raise ConfigError(f"orientation {orientation!r} is not a valid 3-letter code such as 'RAS' or 'LPS'")
+    if volume.ndim != 3:
+        return volume.with_array(volume.array.copy())
+    current = nio.io_orientation(volume.affine)
+    target = nio.axcodes2ornt(tuple(code))
+    transform = nio.ornt_transform(current, target)
+    if np.array_equal(transform, [[0, 1], [1, 1], [2, 1]]):
+        return volume.with_array(volume.array.copy(), canonical_from=volume.orientation)
+    spatial_shape = volume.spatial_shape
+    array = volume.array
+    # apply_orientation works on the leading 3 axes; move channels to the end first
+    if volume.channel_first:
+        array = np.moveaxis(array, 0, -1)
+    array = nio.apply_orientation(array, transform)
+    if volume.channel_first:
+        array = np.moveaxis(array, -1, 0)
+    affine = volume.affine @ nio.inv_ornt_aff(transform, spatial_shape)
+    return Volume(
+        np.ascontiguousarray(array),
+        affine,
+        {**volume.meta, "canonical_from": volume.orientation},
+        is_label=volume.is_label,
+        channel_first=volume.channel_first,
+    )
+
+
+def _axis_of(letter: str) -> int:
+    for axis, pair in enumerate((("L", "R"), ("P", "A"), ("I", "S"))):
+        if letter in pair:
+            return axis
+    return -1
+
+
+# --------------------------------------------------------------------------- resampling
+def target_grid(volume: Volume, spacing_mm: Sequence[float]) -> tuple[tuple[int, ...], np.ndarray]:
+    """Shape and affine of the grid with spacing ``spacing_mm`` covering ``volume``.
+
+    Each axis gets ``max(1, round(n * s / t))`` voxels (``n`` voxels of ``s`` mm
+    resampled to ``t`` mm); the new grid is centred on the old field of view and keeps
+    the axis directions. Returns ``(shape [i, j, k], affine 4x4 voxel->RAS+ mm)``.
+    """
+    old = np.asarray(volume.spacing, dtype=np.float64)
+    new = np.asarray([float(s) for s in spacing_mm], dtype=np.float64)
+    if new.shape != old.shape or not np.all(np.isfinite(new)) or np.any(new <= 0):
+        raise ConfigError(
+            f"target spacing must be {volume.ndim} positive numbers (mm), got {list(spacing_mm)!r}"
+        )
+    n = np.asarray(volume.spatial_shape, dtype=np.float64)
+    shape = np.maximum(1, np.round(n * old / new)).astype(int)
+    scale = new / old  # old voxels per new voxel
+    # continuous old index of new voxel p: q = p * scale + shift (centred field of view)
+    shift = (n * old - shape * new) / (2 * old) + (scale - 1) / 2
+    nd = volume.ndim
+    index_map = np.eye(4)
+    index_map[:nd, :nd] = np.diag(scale)
+    index_map[:nd, 3] = shift
+    affine = volume.affine @ index_map
+    return tuple(int(s) for s in shape), affine
+
+
+def resample_to_spacing(volume: Volume, spacing_mm: Sequence[float], *, order: int) -> Volume:
+    """Resample ``volume`` to voxels of ``spacing_mm`` (mm, per array axis ``i, j, k``).
+
+    The new grid is described by :func:`target_grid`. Values outside the old field of
+    view take the nearest edge value. When the spacing already matches (relative
+    difference < 1e-3 on every axis) the array is returned unchanged (copied).
+
+    Args:
+        volume: image or label map (``[i, j, k]``, ``[i, j]`` or channel-first).
+        spacing_mm: target voxel size in mm for each spatial axis.
+        order: spline order - 0 nearest (label maps must use 0), 1 linear, 3 cubic.
+
+    Raises:
+        ConfigError: a label map with ``order != 0`` or a bad spacing.
+    """
+    if volume.is_label and order != 0:
+        raise ConfigError(f"label maps are resampled with order=0 (nearest), got order={order}")
+    if order not in (0, 1, 2, 3, 4, 5):
+        raise ConfigError(f"interpolation order must be 0..5, got {order}")
+    old = np.asarray(volume.spacing)
+    new = np.asarray([float(s) for s in spacing_mm])
+    if new.shape == old.shape and np.all(np.abs(new - old) <= _SPACING_RTOL * old):
+        return volume.with_array(volume.array.copy())
+    shape, affine = target_grid(volume, spacing_mm)
+    return resample_to_grid(volume, shape, affine, order=order)
+
+
+def resample_to_grid(
+    volume: Volume, shape: Sequence[int], affine: np.ndarray, *, order: int, cval: float | None = None
+) -> Volume:
+    """Resample ``volume`` onto the grid ``(shape, affine)`` (affine voxel->RAS+ mm).
+
+    Used to map predictions back to an input's exact grid. Points outside the source
+    field of view take the nearest edge value, or ``cval`` when given. Label maps must
+    use ``order=0``. Channel-first arrays are resampled channel by channel.
+    """
+    from scipy import ndimage
+
+    if volume.is_label and order != 0:
+        raise ConfigError(f"label maps are resampled with order=0 (nearest), got order={order}")
+    nd = volume.ndim
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != nd:
+        raise InputError(f"target shape {shape} has {len(shape)} axes, the volume has {nd}")
+    target = np.asarray(affine, dtype=np.float64)
+    full = np.linalg.solve(_as4(volume.affine, nd), _as4(target, nd))  # target index -> source index
+    matrix, offset = full[:nd, :nd], full[:nd, 3]
+    if np.allclose(matrix, np.diag(np.diag(matrix)), atol=1e-9):
+        matrix = np.diag(matrix)  # fast separable path in scipy
+    mode, fill = ("nearest", 0.0) if cval is None else ("constant", float(cval))
+
+    def _one(arr: np.ndarray) -> np.ndarray:
+        src = arr if arr.dtype.kind == "f" or order == 0 else arr.astype(np.float32)
+        return ndimage.affine_transform(
+            src, matrix, offset=offset, output_shape=shape, order=order, mode=mode, cval=fill, prefilter=order > 1
+        )
+
+    if volume.channel_first:
+        array = np.stack([_one(c) for c in volume.array])
+    else:
+        array = _one(volume.array)
+    meta = {**volume.meta, "resampled_from": {"shape": list(volume.spatial_shape), "spacing_mm": list(volume.spacing)}}
+    return Volume(array, target, meta, is_label=volume.is_label, channel_first=volume.channel_first)
+
+
+def _as4(affine: np.ndarray, nd: int) -> np.ndarray:
+    a = np.asarray(affine, dtype=np.float64)
+    if nd == 3:
+        return a
+    # 2D volume: the affine is 4x4 but only i, j are used; make k an identity axis
+    m = a.copy()
+    m[:, 2] = 0.0
+    m[2, 2] = m[2, 2] if abs(m[2, 2]) > 0 else 1.0
+    if abs(np.linalg.det(m[:3, :3])) < 1e-12:
+        m[:3, 2] = np.cross(m[:3, 0], m[:3, 1])
+        m[:3, 2] /= max(np.linalg.norm(m[:3, 2]), 1e-12)
+    return m
+
+
+# --------------------------------------------------------------------------- all steps
+def preprocess_pair(
+    image: Volume,
+    label: Volume | None,
+    spec: Mapping[str, Any],
+    *,
+    image_order: int = 1,
+) -> tuple[Volume, Volume | None]:
+    """Apply the ``preprocessing`` section of a plan / ``model.json`` to an image (and label).
+
+    ``spec`` keys: ``orientation`` (default ``"RAS"``), ``target_spacing_mm`` (list or
+    ``None`` for no resampling), ``normalization`` (see :func:`normalize_intensity`),
+    ``image_order`` (overrides the argument). Channel-first images are normalised per
+    channel with the same spec. Returns the preprocessed image (float32) and label.
+    """
+    orientation = spec.get("orientation", "RAS")
+    order = int(spec.get("image_order", image_order))
+    img = to_canonical(image, orientation) if orientation else image
+    lab = to_canonical(label, orientation) if (label is not None and orientation) else label
+    spacing = spec.get("target_spacing_mm")
+    if spacing is not None:
+        if len(spacing) != img.ndim:
+            spacing = list(spacing)[: img.ndim]
+        img = resample_to_spacing(img, spacing, order=order)
+        if lab is not None:
+            lab = resample_to_spacing(lab, spacing, order=0)
+    norm = spec.get("normalization", {"kind": "none"})
+    if img.channel_first:
+        arr = np.stack([normalize_intensity(c, norm) for c in img.array])
+    else:
+        arr = normalize_intensity(img.array, norm)
+    img = img.with_array(arr)
+    return img, lab
+
+
+__all__ = [
+    "NORMALIZATION_KINDS",
+    "normalize_intensity",
+    "to_canonical",
+    "target_grid",
+    "resample_to_spacing",
+    "resample_to_grid",
+    "preprocess_pair",
+]

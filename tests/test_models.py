@@ -1,0 +1,107 @@
+"""One harness for every model family: build, forward, backward, export, reload, same output."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from medseg.errors import ConfigError, ModelError
+from medseg.models import create_model, get_model_spec, list_models
+from medseg.models.export import load_exported, save_export
+
+TINY = {
+    "unet3d": {"in_channels": 1, "out_channels": 3, "filters": [4, 8, 16]},
+    "unet2d": {"in_channels": 1, "out_channels": 3, "encoder_name": "resnet18", "encoder_depth": 3,
+               "decoder_channels": [32, 16, 8]},
+}
+INPUT = {3: (2, 1, 16, 16, 8), 2: (2, 1, 32, 32)}
+
+
+def _info(name: str, config: dict) -> dict:
+    sd = get_model_spec(name).spatial_dims
+    return {"model": {"name": name, "config": config}, "spatial_dims": sd,
+            "labels": {"0": "background", "1": "liver", "2": "spleen"},
+            "preprocessing": {"orientation": "RAS", "target_spacing_mm": [2.0, 2.0, 2.5],
+                              "normalization": {"kind": "ct", "clip": [-160.0, 240.0], "mean": 60.0, "std": 50.0}},
+            "inference": {"patch_size": list(INPUT[sd][2:]), "overlap": 0.5, "batch_size": 2},
+            "postprocessing": {"1": {"largest_component": True, "min_size_mm3": 0, "fill_holes": False}}}
+
+
+def test_builtin_models_registered():
+    assert {"unet2d", "unet3d"} <= set(list_models())
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_model_harness(name, tmp_path):
+    torch.manual_seed(0)
+    spec = get_model_spec(name)
+    model = create_model(name, **TINY[name])
+    x = torch.randn(INPUT[spec.spatial_dims])
+    model.train()
+    out = model(x)
+    out = out[:, 0] if out.ndim == x.ndim + 1 else out  # deep supervision heads
+    assert out.shape == (x.shape[0], 3, *x.shape[2:])
+    out.float().mean().backward()
+    params = [p for p in model.parameters() if p.requires_grad]
+    assert params[-1].grad is not None and params[0].grad is not None  # head and first layer
+    assert sum(p.grad is not None for p in params) > 0.5 * len(params)
+    model.eval()
+    with torch.no_grad():
+        ref = model(x)
+    assert ref.shape == (x.shape[0], 3, *x.shape[2:])
+    folder = save_export(tmp_path / "export", model, _info(name, TINY[name]))
+    info = json.loads((folder / "model.json").read_text())
+    assert info["format_version"] == 1 and len(info["sha256"]) == 64 and "torch" in info["versions"]
+    state = torch.load(folder / "model.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    loaded, info2 = load_exported(tmp_path, device="cpu")  # RUN_DIR form: finds export/
+    assert not loaded.training and info2["labels"]["1"] == "liver"
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), ref)
+
+
+def test_unet3d_deep_supervision_one_tensor_in_eval():
+    model = create_model("unet3d", out_channels=2, filters=[4, 8, 16, 32], deep_supervision=True, deep_supr_num=2)
+    x = torch.randn(1, 1, 16, 16, 16)
+    model.train()
+    assert model(x).shape == (1, 3, 2, 16, 16, 16)
+    model.eval()
+    with torch.no_grad():
+        assert model(x).shape == (1, 2, 16, 16, 16)
+
+
+def test_unknown_model_and_bad_config():
+    with pytest.raises(KeyError, match="unknown model 'unet4d'; known: .*unet2d, unet3d"):
+        create_model("unet4d")
+    with pytest.raises(ConfigError, match="unknown config key.*chanels.*accepted:.*in_channels"):
+        create_model("unet3d", chanels=3)
+    with pytest.raises(ConfigError, match="arch 'vnet' is not known; valid: dynunet, unet"):
+        create_model("unet3d", arch="vnet")
+    with pytest.raises(ConfigError, match="encoder_name 'resnet999'"):
+        create_model("unet2d", encoder_name="resnet999")
+
+
+def test_export_detects_tampering_and_mismatch(tmp_path):
+    model = create_model("unet3d", **TINY["unet3d"])
+    folder = save_export(tmp_path, model, _info("unet3d", TINY["unet3d"]))
+    info = json.loads((folder / "model.json").read_text())
+    info["model"]["config"]["filters"] = [8, 16, 32]
+    (folder / "model.json").write_text(json.dumps(info))
+    with pytest.raises(ModelError, match="do not fit"):
+        load_exported(folder)
+    (folder / "model.pt").write_bytes(b"garbage")
+    with pytest.raises(ModelError, match="SHA-256"):
+        load_exported(folder)
+
+
+def test_unet2d_local_encoder_weights(tmp_path):
+    src = create_model("unet2d", **TINY["unet2d"])
+    path = tmp_path / "enc.pt"
+    torch.save(src.encoder.state_dict(), path)
+    dst = create_model("unet2d", **TINY["unet2d"], encoder_weights_path=str(path))
+    for k, v in src.encoder.state_dict().items():
+        torch.testing.assert_close(dst.encoder.state_dict()[k], v)
+    with pytest.raises(ModelError, match="not found"):
+        create_model("unet2d", **TINY["unet2d"], encoder_weights_path=str(tmp_path / "none.pt"))
