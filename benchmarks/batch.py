@@ -22,23 +22,10 @@ from pathlib import Path
 
 
 def make_model(out: Path) -> Path:
-    import torch
+    from medseg.models.random_export import make_random_export
 
-    from medseg.data.phantom import LABELS
-    from medseg.models import create_model
-    from medseg.models.export import save_export
-
-    torch.manual_seed(0)
-    cfg = {"in_channels": 1, "out_channels": len(LABELS) + 1, "arch": "dynunet", "filters": [16, 32, 64, 128]}
-    info = {
-        "model": {"name": "unet3d", "config": cfg},
-        "spatial_dims": 3,
-        "labels": {"0": "background", **{str(k): v for k, v in LABELS.items()}},
-        "preprocessing": {"orientation": "RAS", "target_spacing_mm": [4.0, 4.0, 5.0],
-                          "normalization": {"kind": "ct", "clip": [-160.0, 240.0], "mean": 60.0, "std": 50.0}},
-        "inference": {"patch_size": [48, 48, 32], "overlap": 0.5, "batch_size": 2},
-    }
-    return save_export(out, create_model("unet3d", **cfg), info)
+    return make_random_export(out, model_config={"arch": "dynunet", "filters": [16, 32, 64, 128]},
+                              patch_size=(48, 48, 32), overlap=0.5, batch_size=2)
 
 
 def main() -> None:

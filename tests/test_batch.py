@@ -25,6 +25,7 @@ from medseg.batch.manifest import (
 )
 from medseg.batch.worker import WorkerConfig, process_study
 from medseg.errors import ConfigError
+from medseg.models.random_export import make_random_export
 
 KILL_DIR_ENV = "MEDSEG_TEST_KILL_DIR"
 N_GOOD = 4
@@ -46,30 +47,9 @@ def always_die(study, config):  # noqa: ANN001, ANN201
     os._exit(9)
 
 
-def make_tiny_export(out: Path) -> Path:
-    """A randomly initialised, very small 3D U-Net export (no training, no download)."""
-    import torch
-
-    from medseg.data.phantom import LABELS
-    from medseg.models import create_model
-    from medseg.models.export import save_export
-
-    torch.manual_seed(0)
-    cfg = {"in_channels": 1, "out_channels": len(LABELS) + 1, "filters": [4, 8, 8], "strides": [1, 2, 2]}
-    info = {
-        "model": {"name": "unet3d", "config": cfg},
-        "spatial_dims": 3,
-        "labels": {"0": "background", **{str(k): v for k, v in LABELS.items()}},
-        "preprocessing": {"orientation": "RAS", "target_spacing_mm": [4.0, 4.0, 5.0],
-                          "normalization": {"kind": "ct", "clip": [-160.0, 240.0], "mean": 60.0, "std": 50.0}},
-        "inference": {"patch_size": [32, 32, 16], "overlap": 0.25, "batch_size": 1},
-    }
-    return save_export(out, create_model("unet3d", **cfg), info)
-
-
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_export(tmp_path_factory.mktemp("model"))
+    return make_random_export(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(scope="module")

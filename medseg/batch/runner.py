@@ -67,10 +67,21 @@ class BatchResult:
         return 60.0 * len(self.records) / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
-def _check_model(model: Path) -> dict[str, Any]:
-    """Read and validate ``model.json`` in the parent process, before any worker starts."""
+def _check_model(model: Path, prompt_model: Path | None, prompt_masks: Path | None) -> dict[str, Any]:
+    """Validate the model(s) and prompt sources in the parent process, before any worker starts.
+
+    Returns ``model.json`` of the model (``{}`` for a bare SAM2 checkpoint).
+    """
+    from medseg.inference.factory import check_prompt_sources
     from medseg.models.export import read_info
 
+    if prompt_masks is not None and not prompt_masks.is_dir():
+        raise ConfigError(f"--prompt-masks {prompt_masks}: not a folder")
+    if check_prompt_sources([model], prompt_model=prompt_model, prompt_labels_given=prompt_masks is not None):
+        try:
+            return read_info(model)
+        except InputError:  # a bare SAM2 checkpoint file (e.g. Meta's sam2.1_hiera_tiny.pt)
+            return {}
     return read_info(model)
 
 
@@ -96,6 +107,10 @@ def run_batch(
     on_start: Callable[[int, int], None] | None = None,
     on_record: RecordCallback | None = None,
     func: Callable[[Study, WorkerConfig], dict[str, Any]] = process_study,
+    prompt_model: str | os.PathLike[str] | None = None,
+    prompt_masks: str | os.PathLike[str] | None = None,
+    prompt_kind: str = "box",
+    sam_mode: str = "propagate",
 ) -> BatchResult:
     """Segment every study under ``input_dir`` with ``model``; write outputs and the manifest to ``output_dir``.
 
@@ -116,6 +131,10 @@ def run_batch(
         on_start: called with ``(studies to run, studies skipped)`` before processing.
         on_record: called with each record as it is written.
         func: the per-study function (tests and custom pipelines); must be a module-level function.
+        prompt_model: with a SAM2 ``model``: U-Net export whose prediction prompts SAM2.
+        prompt_masks: with a SAM2 ``model``: folder of per-study prompt label maps (named like references).
+        prompt_kind: ``box``, ``points``, ``box+points`` or ``mask`` (prompts derived from the label map).
+        sam_mode: ``propagate`` or ``slices`` (SAM2 only).
 
     Raises:
         ConfigError: bad options, or an output folder holding a previous run's
@@ -130,14 +149,16 @@ def run_batch(
     if workers < 1:
         raise ConfigError(f"workers must be at least 1, got {workers}")
     model_path, out = Path(model), Path(output_dir)
-    model_info = _check_model(model_path)
+    model_info = _check_model(model_path, Path(prompt_model) if prompt_model else None,
+                              Path(prompt_masks) if prompt_masks else None)
     if reference_dir is not None and not Path(reference_dir).is_dir():
         raise ConfigError(f"--reference {reference_dir}: not a folder")
     manifest = out / MANIFEST_NAME
     if not resume and read_manifest(manifest):
         raise ConfigError(f"{out} already holds a batch manifest; pass --resume to continue it or choose a new folder")
 
-    studies = discover_studies(input_dir, exclude=[out] + ([Path(reference_dir)] if reference_dir else []))
+    excluded = [out] + [Path(p) for p in (reference_dir, prompt_masks) if p]
+    studies = discover_studies(input_dir, exclude=excluded)
     if not studies:
         raise InputError(f"{input_dir}: no DICOM series and no NIfTI/NRRD/MHA files found")
     out.mkdir(parents=True, exist_ok=True)
@@ -147,10 +168,14 @@ def run_batch(
         model=str(model_path.resolve()), output_dir=str(out.resolve()), formats=tuple(formats), device=device,
         tta=tta, reference_dir=str(Path(reference_dir).resolve()) if reference_dir else None,
         input_dir=str(Path(input_dir).resolve()), threads=max(1, (os.cpu_count() or 1) // workers),
+        prompt_model=str(Path(prompt_model).resolve()) if prompt_model else None,
+        prompt_masks=str(Path(prompt_masks).resolve()) if prompt_masks else None,
+        prompt_kind=prompt_kind, sam_mode=sam_mode,
     )
     info: dict[str, Any] = {
         "model": config.model, "model_sha256": model_info.get("sha256"), "input": config.input_dir, "output": config.output_dir, "backend": backend,
         "scheduler": scheduler, "workers": workers, "formats": list(formats), "reference": config.reference_dir,
+        "prompt_model": config.prompt_model, "prompt_masks": config.prompt_masks,
         "started": _now(), "studies": len(studies), "skipped": len(done),
     }
     write_text_atomic(out / "run.json", json.dumps(info, indent=2))

@@ -49,6 +49,11 @@ class WorkerConfig:
         input_dir: the batch input folder (to match references by relative path).
         overlays: write ``overlay.png`` for the report.
         threads: torch CPU threads per worker (``None``: leave torch's default).
+        prompt_model: with a SAM2 ``model``: the U-Net export whose prediction prompts SAM2.
+        prompt_masks: with a SAM2 ``model``: folder of per-study label maps that prompt SAM2
+            (matched to studies like references).
+        prompt_kind: how prompts are derived from a label map (``box``, ``points``, ``box+points``, ``mask``).
+        sam_mode: ``propagate`` (whole volume from the key slices) or ``slices`` (key slices only).
     """
 
     model: str
@@ -60,6 +65,10 @@ class WorkerConfig:
     input_dir: str | None = None
     overlays: bool = True
     threads: int | None = None
+    prompt_model: str | None = None
+    prompt_masks: str | None = None
+    prompt_kind: str = "box"
+    sam_mode: str = "propagate"
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.formats if f not in FORMATS]
@@ -67,19 +76,22 @@ class WorkerConfig:
             raise ConfigError(f"formats: unknown {unknown or 'empty list'}; choose from {', '.join(FORMATS)}")
 
 
-_PREDICTORS: dict[tuple[str, str | None, bool], Any] = {}
+_PREDICTORS: dict[tuple[Any, ...], Any] = {}
 _STATE: dict[str, Any] = {"model_loads": 0, "threads_set": False}
 
 
 def get_predictor(config: WorkerConfig) -> tuple[Any, float]:
     """The cached Predictor of this process for ``config`` and the seconds spent loading it now (0 if cached)."""
-    key = (str(Path(config.model).resolve()), config.device, config.tta)
+    key = (str(Path(config.model).resolve()), config.device, config.tta, config.prompt_model,
+           config.prompt_masks is not None, config.prompt_kind, config.sam_mode)
     if key in _PREDICTORS:
         return _PREDICTORS[key], 0.0
-    from medseg.inference import Predictor
+    from medseg.inference.factory import PromptSettings, load_segmenter
 
     start = time.perf_counter()
-    predictor = Predictor.from_run(config.model, device=config.device, tta=config.tta)
+    predictor = load_segmenter(config.model, device=config.device, tta=config.tta, prompt_model=config.prompt_model,
+                               prompt_labels_given=config.prompt_masks is not None,
+                               prompts=PromptSettings(kind=config.prompt_kind, mode=config.sam_mode))
     _PREDICTORS[key] = predictor
     _STATE["model_loads"] += 1
     elapsed = time.perf_counter() - start
@@ -195,6 +207,23 @@ def _write_outputs(study: Study, volume: Any, labels: Any, names: dict[int, str]
     return outputs
 
 
+def _prompt_labels(study: Study, volume: Any, config: WorkerConfig) -> dict[str, Any]:
+    """``{"prompt_labels": Volume}`` from ``config.prompt_masks`` for SAM2, else ``{}``."""
+    if config.prompt_masks is None:
+        return {}
+    from medseg.errors import InputError
+    from medseg.io import load
+
+    path = find_reference(study, config.prompt_masks, config.input_dir)
+    if path is None:
+        raise InputError(f"no prompt label map for {study.study_id} under {config.prompt_masks}")
+    mask = load(path)
+    if not mask.same_grid(volume, atol=1e-3):
+        raise InputError(f"{path}: prompt label map grid {mask.spatial_shape} differs from the input's "
+                         f"{volume.spatial_shape}")
+    return {"prompt_labels": mask}
+
+
 def _set_threads(config: WorkerConfig) -> None:
     if config.threads and not _STATE["threads_set"]:
         import torch
@@ -238,7 +267,7 @@ def process_study(study: Study, config: WorkerConfig) -> dict[str, Any]:
                            "orientation": volume.orientation}
 
         t = time.perf_counter()
-        labels = predictor.predict(volume)
+        labels = predictor.predict(volume, **_prompt_labels(study, volume, config))
         timings["predict"] = time.perf_counter() - t
         record["predict_stages_s"] = {k: round(float(v), 4) for k, v in getattr(predictor, "last_timings", {}).items()}
         if not labels.same_grid(volume):

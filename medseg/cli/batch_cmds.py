@@ -8,6 +8,8 @@ from typing import Any, Optional
 
 import typer
 
+from medseg.cli.predict_cmd import PROMPT_KIND_OPTION, PROMPT_MODEL_OPTION, SAM_MODE_OPTION
+
 
 def summary_table(result: Any) -> Any:
     """A rich table of a batch result: counts, throughput, mean stage times."""
@@ -44,6 +46,11 @@ def batch(
     device: Optional[str] = typer.Option(None, "--device", help="torch device (default: CUDA when available)."),
     tta: bool = typer.Option(False, "--tta", help="Mirror test-time augmentation."),
     max_retries: int = typer.Option(2, "--max-retries", help="Re-runs of a study whose worker died, before 'lost'."),
+    prompt_model: Optional[Path] = PROMPT_MODEL_OPTION,
+    prompt_masks: Optional[Path] = typer.Option(
+        None, "--prompt-masks", help="SAM2 --model only: folder of per-study prompt label maps (named like references)."),
+    prompt_kind: str = PROMPT_KIND_OPTION,
+    sam_mode: str = SAM_MODE_OPTION,
     dry_run: bool = typer.Option(False, "--dry-run", help="List the studies found and exit."),
     as_json: bool = typer.Option(False, "--json", help="With --dry-run: print JSON."),
 ) -> None:
@@ -54,7 +61,8 @@ def batch(
     if dry_run:
         from medseg.batch.discover import discover_studies, format_listing
 
-        rows = format_listing(discover_studies(input, exclude=[output] + ([reference] if reference else [])))
+        excluded = [output] + [p for p in (reference, prompt_masks) if p]
+        rows = format_listing(discover_studies(input, exclude=excluded))
         if as_json:
             typer.echo(json.dumps(rows, indent=2))
             return
@@ -77,7 +85,8 @@ def batch(
         result = run_batch(
             model, input, output, workers=workers, backend=backend, scheduler=scheduler, resume=resume,
             reference_dir=reference, formats=[f.strip() for f in formats.split(",") if f.strip()], device=device,
-            tta=tta, max_retries=max_retries, on_start=on_start, on_record=on_record,
+            tta=tta, max_retries=max_retries, on_start=on_start, on_record=on_record, prompt_model=prompt_model,
+            prompt_masks=prompt_masks, prompt_kind=prompt_kind, sam_mode=sam_mode,
         )
     console.print(summary_table(result))
     console.print(f"manifest: {output / 'manifest.jsonl'}")

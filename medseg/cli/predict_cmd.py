@@ -7,6 +7,12 @@ from typing import Optional
 
 import typer
 
+# shared with `medseg batch`: how a SAM2 --model is prompted
+PROMPT_MODEL_OPTION = typer.Option(
+    None, "--prompt-model", help="SAM2 --model only: U-Net export whose prediction prompts SAM2.")
+PROMPT_KIND_OPTION = typer.Option("box", "--prompt-kind", help="SAM2: box, points, box+points or mask.")
+SAM_MODE_OPTION = typer.Option("propagate", "--sam-mode", help="SAM2: propagate (whole volume) or slices (key slices).")
+
 
 def predict(
     input: Path = typer.Argument(..., help="Image file (NIfTI/NRRD/MHA) or DICOM folder/file."),
@@ -19,15 +25,27 @@ def predict(
     tta: bool = typer.Option(False, "--tta", help="Mirror test-time augmentation (8 flips in 3D)."),
     probabilities: bool = typer.Option(False, "--probabilities", help="Also write class probabilities (float32, 4D NIfTI)."),
     series: Optional[str] = typer.Option(None, "--series", help="SeriesInstanceUID when the folder holds several."),
+    prompt_model: Optional[Path] = PROMPT_MODEL_OPTION,
+    prompt_mask: Optional[Path] = typer.Option(
+        None, "--prompt-mask", help="SAM2 --model only: label map on the input grid that prompts SAM2."),
+    prompt_kind: str = PROMPT_KIND_OPTION,
+    sam_mode: str = SAM_MODE_OPTION,
 ) -> None:
-    """Segment one study; writes STEM_seg.nii.gz, STEM_seg.dcm (DICOM input) and STEM_prediction.json."""
-    from medseg.inference import Predictor
+    """Segment one study; writes STEM_seg.nii.gz, STEM_seg.dcm (DICOM input) and STEM_prediction.json.
+
+    --model is a U-Net export (repeat for an ensemble) or a SAM2 export/checkpoint, which
+    then needs --prompt-model or --prompt-mask.
+    """
+    from medseg.inference.factory import PromptSettings, load_segmenter
     from medseg.inference.outputs import parse_formats, predict_to_files
 
     wanted = parse_formats(formats)
-    predictor = Predictor.from_run(model if len(model) > 1 else model[0], device=device, tta=tta)
+    predictor = load_segmenter(model if len(model) > 1 else model[0], device=device, tta=tta,
+                               prompt_model=prompt_model, prompt_labels_given=prompt_mask is not None,
+                               prompts=PromptSettings(kind=prompt_kind, mode=sam_mode))
     record = predict_to_files(
-        predictor, input, output_dir, formats=wanted, probabilities=probabilities, series_uid=series
+        predictor, input, output_dir, formats=wanted, probabilities=probabilities, series_uid=series,
+        prompt_mask=prompt_mask,
     )
     for kind, path in record["outputs"].items():
         typer.echo(f"{kind:14s} {path}")

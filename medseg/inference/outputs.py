@@ -51,6 +51,7 @@ def predict_to_files(
     probabilities: bool = False,
     series_uid: str | None = None,
     stem: str | None = None,
+    prompt_mask: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Segment one study and write its outputs into ``output_dir``; returns a JSON-able record.
 
@@ -65,6 +66,7 @@ def predict_to_files(
         probabilities: also write class probabilities.
         series_uid: the series to use when a DICOM folder holds several.
         stem: output name stem (default from the input name).
+        prompt_mask: for a SAM2 segmenter, a label map on the input grid whose objects prompt it.
 
     Raises:
         InputError: unreadable input, or DICOM-SEG asked for a non-DICOM input.
@@ -83,7 +85,8 @@ def predict_to_files(
     if "dicomseg" in wanted and not is_dicom:
         raise InputError(f"{src}: DICOM-SEG output needs a DICOM input; this is {volume.meta.get('format', 'not DICOM')}")
     stem = stem or study_stem(src)
-    result = predictor.predict(volume, return_probabilities=probabilities)
+    extra = {"prompt_labels": load(Path(prompt_mask))} if prompt_mask is not None else {}
+    result = predictor.predict(volume, return_probabilities=probabilities, **extra)
     labels, probs = result if probabilities else (result, None)
     t_pred = time.perf_counter()
     outputs: dict[str, str] = {}

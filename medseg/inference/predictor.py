@@ -104,7 +104,7 @@ class Predictor:
             InputError: no export at a path. ModelError: bad weights/checksum or
             incompatible ensemble members.
         """
-        from medseg.models.export import load_exported
+        from medseg.models.export import load_exported, read_info
 
         paths = [path_or_paths] if isinstance(path_or_paths, (str, os.PathLike)) else list(path_or_paths)
         if not paths:
@@ -112,6 +112,9 @@ class Predictor:
         device = device or _default_device()
         models, infos = [], []
         for p in paths:
+            if read_info(p)["inference"].get("mode") == "prompted":
+                raise ModelError(f"{p} is a promptable SAM2 model: segment with medseg.inference.factory.load_segmenter "
+                                 "(prompt model or prompt label maps), medseg.sam.Sam2Refiner or `medseg sam2 segment`")
             model, info = load_exported(p, device=device)
             models.append(model)
             infos.append(info)

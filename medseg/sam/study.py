@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from medseg.errors import InputError
+from medseg.errors import InputError, MedsegError
 from medseg.sam.preprocess import Preprocess
 from medseg.sam.prompts import SlicePrompt, load_prompts, parse_prompts, prompts_from_mask, save_prompts
 
@@ -123,8 +123,6 @@ def segment_study(
     return record
 
 
-
-
 class Sam2Refiner:
     """SAM2 prompted by another model's prediction: a drop-in for :class:`medseg.inference.Predictor`.
 
@@ -137,8 +135,8 @@ class Sam2Refiner:
     Args:
         sam: a SAM2 module, or a checkpoint / export path for :func:`medseg.sam.load_sam2`.
         prompt_predictor: an object with ``predict(volume) -> label Volume`` and
-            ``label_names``, or the path of an exported model (loaded with
-            ``Predictor.from_run``).
+            ``label_names``, the path of an exported model (loaded with
+            ``Predictor.from_run``), or ``None`` when every call passes ``prompt_labels``.
         prompt_kind, key_slices, axis: how prompts are derived (see :func:`prompts_from_mask`).
         mode: ``"propagate"`` or ``"slices"``.
         preprocess: SAM2 intensity mapping (default: the checkpoint's, else auto CT/MR).
@@ -159,11 +157,13 @@ class Sam2Refiner:
     ) -> None:
         if mode not in MODES:
             raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        self._sam_source = None
+        self._sam_source: Path | None = None
+        self._sam_labels: dict[int, str] = {}
         if isinstance(sam, (str, os.PathLike)):
             from medseg.sam.model import load_sam2
 
             self._sam_source = Path(sam)
+            self._sam_labels = _export_labels(self._sam_source)
             sam = load_sam2(sam, device=device)
         if isinstance(prompt_predictor, (str, os.PathLike)):
             from medseg.inference import Predictor
@@ -176,8 +176,10 @@ class Sam2Refiner:
 
     @property
     def label_names(self) -> dict[int, str]:
-        """The prompt model's label names (SAM2 keeps its object ids)."""
-        return dict(self.prompt_predictor.label_names)
+        """The prompt model's label names (SAM2 keeps its object ids), else the SAM2 export's."""
+        if self.prompt_predictor is not None:
+            return dict(self.prompt_predictor.label_names)
+        return dict(self._sam_labels) or {0: "background", 1: "object"}
 
     @property
     def model_sha256(self) -> str:
@@ -190,10 +192,19 @@ class Sam2Refiner:
             if not f.is_file():
                 f = self._sam_source / "export" / "model.pt"
             own = sha256_file(f) if f.is_file() else ""
-        return f"{own}+{getattr(self.prompt_predictor, 'model_sha256', '')}"
+        return f"{own}+{getattr(self.prompt_predictor, 'model_sha256', '') or 'prompt-labels'}"
 
-    def predict(self, volume: Any, *, return_probabilities: bool = False) -> Any:
-        """SAM2 labels on ``volume``'s grid, prompted from the prompt model's prediction."""
+    def predict(self, volume: Any, *, return_probabilities: bool = False, prompt_labels: Any = None) -> Any:
+        """SAM2 labels on ``volume``'s grid.
+
+        Args:
+            volume: the image (any orientation).
+            prompt_labels: a label map on ``volume``'s grid to derive the prompts from
+                (a reference, or another tool's output); default: the prompt model's prediction.
+
+        Raises:
+            InputError: probabilities asked, no prompt source, or ``prompt_labels`` on another grid.
+        """
         import numpy as np
 
         from medseg.sam.segment import SlicePredictor, propagate
@@ -201,7 +212,15 @@ class Sam2Refiner:
         if return_probabilities:
             raise InputError("SAM2 refinement gives labels only (no class probabilities)")
         t0 = time.perf_counter()
-        first = self.prompt_predictor.predict(volume)
+        if prompt_labels is not None:
+            if not prompt_labels.same_grid(volume, atol=1e-3):
+                raise InputError(f"prompt label map {prompt_labels.meta.get('source', '')} is not on the image grid "
+                                 f"(shape {prompt_labels.spatial_shape} vs {volume.spatial_shape})")
+            first = prompt_labels
+        elif self.prompt_predictor is not None:
+            first = self.prompt_predictor.predict(volume)
+        else:
+            raise InputError("SAM2 needs prompts: pass prompt_labels= or build the refiner with a prompt model")
         t1 = time.perf_counter()
         plist = prompts_from_mask(first, axis=self.axis, kind=self.prompt_kind, key_slices=self.key_slices)
         if not plist:
@@ -213,6 +232,17 @@ class Sam2Refiner:
             out = SlicePredictor(self.net, volume, preprocess=self.preprocess).segment(plist)
         self.last_timings = {"prompt_model_s": t1 - t0, "sam2_s": time.perf_counter() - t1}
         return out
+
+
+def _export_labels(source: Path) -> dict[int, str]:
+    """``{value: name}`` from a SAM2 export's ``model.json`` (empty for a bare checkpoint)."""
+    from medseg.models.export import read_info
+
+    try:
+        info = read_info(source)
+    except MedsegError:
+        return {}
+    return {int(k): str(v) for k, v in info.get("labels", {}).items()}
 
 
 __all__ = ["segment_study", "Sam2Refiner", "MODES"]
