@@ -40,7 +40,7 @@ from medseg.metrics.labels import DEFAULT_METRICS, check_metric_names
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 
 
 @dataclass
@@ -140,6 +140,34 @@ def resample_nearest(moving: Any, target: Any) -> np.ndarray:
     )
 
 
+def _load_label_map(path: Path) -> Any:
+    """A label Volume from an image file, or from a DICOM-SEG (``.dcm``) on its own frame grid."""
+    from medseg.io import load
+
+    if path.name.lower().endswith(".dcm"):
+        from medseg.io.dicomseg import read_dicom_seg
+
+        return read_dicom_seg(path)
+    return load(path)
+
+
+def is_voxel_aligned(moving: Any, target: Any, *, atol: float = 1e-3) -> bool:
+    """True when every voxel centre of ``moving`` is a voxel centre of ``target``.
+
+    That is: the voxel-to-voxel map is a signed axis permutation (same spacing, axes possibly
+    reordered or flipped) plus an integer shift, so nearest-neighbour placement is exact.
+    """
+    if moving.ndim != target.ndim:
+        return False
+    m = np.linalg.inv(target.affine) @ moving.affine  # moving voxel -> target voxel
+    n = moving.ndim
+    rot, offset = m[:n, :n], m[:n, n]
+    perm = np.round(rot)
+    signed_permutation = np.all(np.abs(perm).sum(axis=0) == 1) and np.all(np.abs(perm).sum(axis=1) == 1)
+    return bool(signed_permutation and np.allclose(rot, perm, atol=atol)
+                and np.allclose(offset, np.round(offset), atol=atol))
+
+
 def present_labels(array: np.ndarray) -> list[int]:
     """The non-zero labels present in a label map (one pass, no sort of the voxels)."""
     from scipy import ndimage
@@ -151,16 +179,18 @@ def present_labels(array: np.ndarray) -> list[int]:
 
 
 def _evaluate_case(case: str, pred_path: Path, ref_path: Path, options: Mapping[str, Any]) -> list[dict[str, Any]]:
-    from medseg.io import load
     from medseg.metrics import evaluate_labels
 
-    ref = load(ref_path)
-    pred = load(pred_path)
+    ref = _load_label_map(ref_path)
+    pred = _load_label_map(pred_path)
     if ref.channel_first or pred.channel_first:
         raise InputError(f"case {case}: expected single-channel label maps")
     pred_array = pred.array
     if not pred.same_grid(ref):
-        if not options["resample"]:
+        if pred.meta.get("format") == "dicom-seg" and is_voxel_aligned(pred, ref):
+            # a DICOM-SEG covers only the segmented frames: placed exactly onto the reference grid
+            pred_array = resample_nearest(pred, ref)
+        elif not options["resample"]:
             raise InputError(
                 f"case {case}: prediction {pred_path.name} grid (shape {pred.spatial_shape}, spacing "
                 f"{tuple(round(s, 4) for s in pred.spacing)}) differs from reference {ref_path.name} (shape "

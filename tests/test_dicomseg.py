@@ -153,3 +153,23 @@ def test_cli_predict_dicom_folder_writes_nifti_and_seg(tmp_path: Path) -> None:
     assert dciodvfy_errors(seg) == []
     back = read_dicom_seg(seg, source_files=image.meta["source_files"])
     np.testing.assert_array_equal(back.array, nifti.array)
+
+
+def test_evaluate_scores_a_dicom_seg_prediction_against_a_nifti_reference(tmp_path: Path) -> None:
+    """`medseg evaluate` reads a DICOM-SEG prediction and places it exactly on the reference grid."""
+    from medseg.evaluate import evaluate_folder
+    from medseg.io import save
+
+    image, labels = _series(tmp_path, orientation="LPS")
+    truth = Volume(labels.array, image.affine, is_label=True)
+    ref = save(truth, tmp_path / "refs" / "case.nii.gz")
+    pred = truth.array.copy()
+    pred[pred == 2] = 0  # one structure missed: Dice 0 there, 1 elsewhere
+    write_dicom_seg(Volume(pred, image.affine, is_label=True), image.meta["source_files"],
+                    tmp_path / "preds" / "case.dcm", label_names=LABELS)
+    result = evaluate_folder(tmp_path / "preds", tmp_path / "refs", tmp_path / "eval", metrics=["dice"], plots=False)
+    dice = {row["label"]: row["dice"] for row in result.rows}
+    present = {int(v) for v in np.unique(truth.array) if v}
+    assert set(dice) == present and 2 in present
+    assert dice[2] == 0.0 and all(dice[v] == 1.0 for v in present - {2})
+    assert ref.exists()
