@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 INSTALLED := $(VENV)/.medseg-installed
-EXTRAS ?= dev,distributed
+EXTRAS ?= dev,distributed,general
 APT_PACKAGES := dcm2niix dicom3tools chromium
 # Tests and the demo never touch the network (model hubs, dataset downloads).
 export HF_HUB_OFFLINE := 1

@@ -218,17 +218,19 @@ def _both_empty_row(case: str, label: int, metrics: Sequence[str]) -> dict[str, 
     return row
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats replaced by ``None`` (JSON has no NaN/inf), recursively."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+def write_csv(path: Path, rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+    """Write ``rows`` as CSV atomically; floats in ``repr`` form (``inf``/``nan`` kept as such)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -340,7 +342,7 @@ def evaluate_folder(
     columns = ["case", "label", "name", "status", "pred_voxels", "ref_voxels", "pred_volume_mm3",
                "ref_volume_mm3", *names]
     files = [out / "metrics.csv", out / "summary.json"]
-    _write_csv(files[0], rows, columns)
+    write_csv(files[0], rows, columns)
     summary = _summary(rows, all_labels, label_names, names)
     summary.update(
         cases=len(pairs), unmatched_predictions=only_pred, unmatched_references=only_ref,
@@ -348,7 +350,7 @@ def evaluate_folder(
                   "missing_distance": missing_distance, "resample": resample,
                   "pred": str(pred), "ref": str(ref)},
     )
-    write_text_atomic(files[1], json.dumps(_json_safe(summary), indent=2) + "\n")
+    write_text_atomic(files[1], json.dumps(json_safe(summary), indent=2) + "\n")
     if plots:
         for metric in names:
             groups = [(label_names.get(lab, str(lab)),

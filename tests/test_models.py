@@ -15,6 +15,9 @@ TINY = {
     "unet3d": {"in_channels": 1, "out_channels": 3, "filters": [4, 8, 16]},
     "unet2d": {"in_channels": 1, "out_channels": 3, "encoder_name": "resnet18", "encoder_depth": 3,
                "decoder_channels": [32, 16, 8]},
+    "deeplabv3plus": {"in_channels": 1, "out_channels": 3, "encoder_name": "resnet18", "decoder_channels": 16},
+    "segformer": {"in_channels": 1, "out_channels": 3, "hidden_sizes": [8, 16, 32, 64], "depths": [1, 1, 1, 1],
+                  "num_attention_heads": [1, 2, 4, 8], "decoder_hidden_size": 16},
 }
 INPUT = {3: (2, 1, 16, 16, 8), 2: (2, 1, 32, 32)}
 
@@ -30,7 +33,7 @@ def _info(name: str, config: dict) -> dict:
 
 
 def test_builtin_models_registered():
-    assert {"unet2d", "unet3d"} <= set(list_models())
+    assert {"unet2d", "unet3d", "deeplabv3plus", "segformer"} <= set(list_models())
 
 
 @pytest.mark.parametrize("name", sorted(TINY))

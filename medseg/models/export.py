@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "model.pt"
 INFO_NAME = "model.json"
+# builder options naming local files of initial weights: the exported state_dict replaces them, so an
+# export still loads when that file has been moved or deleted
+INITIAL_WEIGHT_KEYS = ("weights", "encoder_weights", "encoder_weights_path", "init_checkpoint")
 REQUIRED_KEYS = ("model", "spatial_dims", "labels", "preprocessing", "inference")
 
 
@@ -149,24 +153,35 @@ def load_exported(path: str | os.PathLike[str], device: Any = "cpu", *, verify: 
         state = torch.load(weights, weights_only=True, map_location=device)
     except Exception as exc:  # torch raises UnpicklingError/RuntimeError for bad files
         raise ModelError(f"{weights}: cannot be loaded as a weights-only state_dict ({exc})") from exc
-    model = create_model(info["model"]["name"], **info["model"].get("config", {}))
+    config = dict(info["model"].get("config", {}))
+    for key in INITIAL_WEIGHT_KEYS:  # initial weights that are gone: the exported state_dict replaces them
+        if isinstance(config.get(key), str) and not Path(config[key]).exists():
+            log.info("%s: initial %s %s is gone; the exported weights are used", folder, key, config.pop(key))
+    model = create_model(info["model"]["name"], **config)
+    load_state_exactly(model, state, where=f"{weights}: weights do not fit model {info['model']['name']!r}")
+    model.to(device).eval()
+    return model, info
+
+
+def load_state_exactly(model: Any, state: Mapping[str, Any], *, where: str) -> None:
+    """``model.load_state_dict(state)``; every key must match in name and shape.
+
+    Raises:
+        ModelError: ``where`` followed by the shape mismatch or the first missing/unexpected keys.
+    """
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # tensor shape mismatch
-        raise ModelError(f"{weights}: weights do not fit model {info['model']['name']!r}: {exc}") from exc
+        raise ModelError(f"{where}: {exc}") from exc
     if result.missing_keys or result.unexpected_keys:
-        raise ModelError(
-            f"{weights}: weights do not fit model {info['model']['name']!r}: "
-            f"missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
-        )
-    model.to(device).eval()
-    return model, info
+        raise ModelError(f"{where}: missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}")
 
 
 __all__ = [
     "FORMAT_VERSION",
     "save_export",
     "load_exported",
+    "load_state_exactly",
     "read_info",
     "find_export",
     "validate_info",

@@ -28,7 +28,9 @@ from medseg.errors import ConfigError, ModelError
 log = logging.getLogger(__name__)
 
 # Modules that register model families when imported. Later issues append to this tuple.
-BUILTIN_FAMILIES: tuple[str, ...] = ("medseg.models.unet2d", "medseg.models.unet3d", "medseg.models.sam2_model")
+BUILTIN_FAMILIES: tuple[str, ...] = (
+    "medseg.models.unet2d", "medseg.models.unet3d", "medseg.models.sam2_model", "medseg.models.general2d",
+)
 
 
 class UnknownModelError(ConfigError, KeyError):

@@ -1,0 +1,46 @@
+"""``medseg evaluate-images``: score folders of ordinary-image label masks (PNG, TIFF, BMP)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def evaluate_images(
+    pred: Path = typer.Option(..., "--pred", help="Folder of predicted masks (matched to references by file stem)."),
+    ref: Path = typer.Option(..., "--ref", help="Folder of reference masks."),
+    out: Path = typer.Option(..., "--out", help="Output folder: metrics.csv, summary.json, iou_per_class.png."),
+    num_classes: int = typer.Option(..., "--num-classes", min=1, help="Classes 0..N-1, background included."),
+    ignore_index: int = typer.Option(
+        255, "--ignore-index", help="Reference value left out of every metric (a negative value: none)."
+    ),
+    class_names: Optional[Path] = typer.Option(
+        None, "--class-names", help='JSON: ["background", "cat", ...] or {"0": "background", ...}.'
+    ),
+    boundary: bool = typer.Option(True, "--boundary/--no-boundary", help="Per-image Boundary IoU per class."),
+) -> None:
+    """Evaluate predicted label masks of ordinary images: mIoU/mDice/aAcc, per-image CSV, IoU bar chart."""
+    from medseg.general.evaluate import evaluate_image_folder, load_class_names
+
+    names = load_class_names(class_names, num_classes) if class_names else None
+    result = evaluate_image_folder(pred, ref, out, num_classes=num_classes,
+                                   ignore_index=ignore_index if ignore_index >= 0 else None,
+                                   class_names=names, boundary=boundary)
+    data = result.summary["dataset"]
+    typer.echo(f"evaluated {result.summary['images']} image(s); wrote {', '.join(str(f) for f in result.files)}")
+    for side, files in (("reference", result.unmatched_references), ("prediction", result.unmatched_predictions)):
+        if files:
+            shown = ", ".join(files[:10]) + (" ..." if len(files) > 10 else "")
+            typer.secho(f"warning: {len(files)} {side}(s) without a match, not evaluated: {shown}",
+                        fg=typer.colors.YELLOW, err=True)
+    typer.echo(f"  mIoU={data['miou']:.4f}  mDice={data['mdice']:.4f}  mAcc={data['macc']:.4f}  "
+               f"aAcc={data['aacc']:.4f}")
+    for c, info in result.summary["classes"].items():
+        iou = "n/a" if info["iou"] != info["iou"] else f"{info['iou']:.4f}"
+        typer.echo(f"  {c:>3s} {info['name']:>14s}: IoU={iou}  [missed={info['missed']} spurious={info['spurious']}]")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evaluate-images")(evaluate_images)

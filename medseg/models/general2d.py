@@ -1,0 +1,261 @@
+"""General-image 2D models: ``deeplabv3plus`` (segmentation-models-pytorch) and ``segformer`` (transformers).
+
+Both take ``[B, in_channels, H, W]`` float images and return logits
+``[B, out_channels, H, W]`` at the input size. Nothing is ever downloaded: networks are
+built from their config with random weights, and weights come only from a local file
+the caller names (``torch.load(..., weights_only=True)``) or, for SegFormer, a local
+folder written by ``save_pretrained`` (read with ``local_files_only=True``).
+
+- ``deeplabv3plus``: any smp encoder; H and W must be multiples of ``encoder_output_stride`` (16 by
+  default); ``encoder_weights`` may only be ``None`` or a local encoder state_dict file (``"imagenet"``
+  would download and is refused); ``weights`` is a local state_dict of the whole model.
+- ``segformer``: ``SegformerForSemanticSegmentation`` from a ``SegformerConfig``, variants
+  ``b0`` ... ``b5`` with the published encoder sizes, any key overridable; its 1/4-resolution
+  logits are upsampled bilinearly to the input size. transformers is imported inside the
+  builder only.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from medseg.errors import ConfigError, ModelError
+from medseg.models.registry import register_model
+
+log = logging.getLogger(__name__)
+
+# Published SegFormer encoders (Xie et al. 2021, MiT-b0..b5); heads and sr_ratios are shared.
+SEGFORMER_VARIANTS: dict[str, dict[str, Any]] = {
+    "b0": {"hidden_sizes": [32, 64, 160, 256], "depths": [2, 2, 2, 2], "decoder_hidden_size": 256},
+    "b1": {"hidden_sizes": [64, 128, 320, 512], "depths": [2, 2, 2, 2], "decoder_hidden_size": 256},
+    "b2": {"hidden_sizes": [64, 128, 320, 512], "depths": [3, 4, 6, 3], "decoder_hidden_size": 768},
+    "b3": {"hidden_sizes": [64, 128, 320, 512], "depths": [3, 4, 18, 3], "decoder_hidden_size": 768},
+    "b4": {"hidden_sizes": [64, 128, 320, 512], "depths": [3, 8, 27, 3], "decoder_hidden_size": 768},
+    "b5": {"hidden_sizes": [64, 128, 320, 512], "depths": [3, 6, 40, 3], "decoder_hidden_size": 768},
+}
+_SEGFORMER_COMMON = {"num_attention_heads": [1, 2, 5, 8], "sr_ratios": [8, 4, 2, 1]}
+_SEGFORMER_HEAD = "model.decode_head.classifier."
+
+
+# ---------------------------------------------------------------- deeplabv3plus
+
+
+@register_model("deeplabv3plus", spatial_dims=2, description="DeepLabV3+ (segmentation-models-pytorch, any encoder)")
+def build_deeplabv3plus(
+    *,
+    in_channels: int = 3,
+    out_channels: int = 2,
+    encoder_name: str = "resnet34",
+    encoder_depth: int = 5,
+    encoder_output_stride: int = 16,
+    decoder_channels: int = 256,
+    decoder_atrous_rates: Sequence[int] = (12, 24, 36),
+    encoder_weights: str | None = None,
+    weights: str | None = None,
+) -> Any:
+    """DeepLabV3+ from smp; ``encoder_weights``/``weights`` are local state_dict files (never downloaded)."""
+    import segmentation_models_pytorch as smp
+
+    from medseg.models.unet2d import _load_encoder
+
+    known = smp.encoders.get_encoder_names()
+    if encoder_name not in known:
+        raise ConfigError(
+            f"model.config.encoder_name {encoder_name!r} is not an smp encoder; e.g. "
+            f"{', '.join(sorted(known)[:12])}, ... ({len(known)} in all)"
+        )
+    if encoder_output_stride not in (8, 16):
+        raise ConfigError(f"model.config.encoder_output_stride must be 8 or 16, got {encoder_output_stride}")
+    encoder_file = _local_file(encoder_weights, "encoder_weights") if encoder_weights else None
+    model = smp.DeepLabV3Plus(
+        encoder_name=encoder_name,
+        encoder_depth=encoder_depth,
+        encoder_weights=None,
+        encoder_output_stride=encoder_output_stride,
+        decoder_channels=int(decoder_channels),
+        decoder_atrous_rates=tuple(int(r) for r in decoder_atrous_rates),
+        in_channels=in_channels,
+        classes=out_channels,
+    )
+    if encoder_file is not None:
+        _load_encoder(model, encoder_file)
+    if weights:
+        _load_full_state(model, _local_file(weights, "weights"), prefix="", head="segmentation_head.")
+    return model
+
+
+def _local_file(value: str | os.PathLike[str], key: str) -> Path:
+    path = Path(value)
+    if not path.is_file():
+        hint = " (pretrained weights are never downloaded: give a local file)" if not path.suffix else ""
+        raise ModelError(f"{path}: model.config.{key} file not found{hint}")
+    return path
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    import torch
+
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # UnpicklingError/RuntimeError for files that are not weights-only state dicts
+        raise ModelError(f"{path}: cannot be loaded as a weights-only state_dict ({exc})") from exc
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not state:
+        raise ModelError(f"{path}: expected a state_dict (a dict of tensors)")
+    return state
+
+
+def _load_full_state(model: Any, path: Path, *, prefix: str, head: str) -> None:
+    """Load a whole-model state_dict strictly; ``prefix`` is added to keys that lack it."""
+    state = _read_state(path)
+    if prefix and not any(k.startswith(prefix) for k in state):
+        state = {prefix + k: v for k, v in state.items()}
+    _load_checked(model, state, str(path), head=head)
+
+
+def _load_checked(model: Any, state: Mapping[str, Any], where: str, *, head: str) -> None:
+    """Strict load that only tolerates a classifier head (keys under ``head``) of another size.
+
+    A head of another class count is left at random init and logged (fine-tuning from, e.g.,
+    150 ADE20K classes to your own); every other tensor must be present and fit.
+    """
+    own = model.state_dict()
+    state = dict(state)
+    for key in [k for k in state if k in own and k.startswith(head)]:
+        if tuple(state[key].shape) != tuple(own[key].shape):
+            log.warning("%s: %s has shape %s, model needs %s: classifier head left at random init",
+                        where, key, tuple(state[key].shape), tuple(own[key].shape))
+            state[key] = own[key]
+    from medseg.models.export import load_state_exactly
+
+    load_state_exactly(model, state, where=f"{where}: weights do not fit the model")
+
+
+# ---------------------------------------------------------------- segformer
+
+
+@functools.lru_cache(maxsize=1)
+def _segformer_class() -> type:
+    import torch
+    import torch.nn.functional as F
+
+    class SegformerSegmenter(torch.nn.Module):
+        """``SegformerForSemanticSegmentation`` returning logits upsampled to the input size."""
+
+        def __init__(self, model: Any) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            logits = self.model(pixel_values=x).logits  # [B, num_labels, H/4, W/4]
+            return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+    SegformerSegmenter.__module__ = __name__
+    SegformerSegmenter.__qualname__ = "SegformerSegmenter"
+    return SegformerSegmenter
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: the wrapper class exists once torch is imported
+    if name == "SegformerSegmenter":
+        return _segformer_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def segformer_config(
+    variant: str | None = "b0",
+    *,
+    in_channels: int = 3,
+    out_channels: int = 2,
+    base: Mapping[str, Any] | None = None,
+    **overrides: Any,
+) -> Any:
+    """A ``SegformerConfig``: ``base`` (a config dict) or the ``variant`` sizes, then ``overrides``.
+
+    Raises:
+        ConfigError: unknown variant or a key SegformerConfig does not know.
+    """
+    from transformers import SegformerConfig
+
+    if base is not None:
+        values: dict[str, Any] = dict(base)
+    elif variant is None:
+        values = {}
+    else:
+        if variant not in SEGFORMER_VARIANTS:
+            raise ConfigError(f"model.config.variant {variant!r} is not known; valid: {', '.join(SEGFORMER_VARIANTS)}")
+        values = {**_SEGFORMER_COMMON, **SEGFORMER_VARIANTS[variant]}
+    known = set(SegformerConfig().to_dict())
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(f"model.config.config key(s) {', '.join(unknown)} are not SegformerConfig fields")
+    values.update({k: (list(v) if isinstance(v, tuple) else v) for k, v in overrides.items()})
+    values.update(num_channels=int(in_channels), num_labels=int(out_channels))
+    values.pop("id2label", None)
+    values.pop("label2id", None)
+    return SegformerConfig(**values)
+
+
+@register_model("segformer", spatial_dims=2, description="SegFormer b0-b5 (transformers), logits at input size")
+def build_segformer(
+    *,
+    in_channels: int = 3,
+    out_channels: int = 2,
+    variant: str | None = "b0",
+    hidden_sizes: Sequence[int] | None = None,
+    depths: Sequence[int] | None = None,
+    num_attention_heads: Sequence[int] | None = None,
+    sr_ratios: Sequence[int] | None = None,
+    decoder_hidden_size: int | None = None,
+    config: Mapping[str, Any] | None = None,
+    weights: str | None = None,
+) -> Any:
+    """SegFormer from a ``SegformerConfig`` (variant b0..b5 or explicit keys), random init or local weights.
+
+    Args:
+        in_channels, out_channels: image channels and classes (``num_channels``, ``num_labels``).
+        variant: ``b0`` ... ``b5`` (published encoder sizes); ``None``: SegformerConfig defaults,
+            or the config of a ``weights`` folder.
+        hidden_sizes, depths, num_attention_heads, sr_ratios, decoder_hidden_size: override the variant.
+        config: any other ``SegformerConfig`` keys (``drop_path_rate``, ``classifier_dropout_prob``, ...).
+        weights: a local state_dict file (of this model, keys ``model.*``, or of the bare
+            ``SegformerForSemanticSegmentation``) or a local ``save_pretrained`` folder. A classifier
+            head of another class count is left at random init (logged); anything else must fit.
+    """
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation
+
+    overrides = {k: v for k, v in {
+        "hidden_sizes": hidden_sizes, "depths": depths, "num_attention_heads": num_attention_heads,
+        "sr_ratios": sr_ratios, "decoder_hidden_size": decoder_hidden_size}.items() if v is not None}
+    overrides.update(dict(config or {}))
+    folder = Path(weights) if weights and Path(weights).is_dir() else None
+    base = None
+    if folder is not None and variant is None:
+        try:
+            base = SegformerConfig.from_pretrained(folder, local_files_only=True).to_dict()
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{folder}: no readable SegFormer config.json ({exc})") from exc
+    cfg = segformer_config(variant, in_channels=in_channels, out_channels=out_channels, base=base, **overrides)
+    try:
+        net = SegformerForSemanticSegmentation(cfg)
+    except (ValueError, IndexError) as exc:
+        raise ConfigError(f"SegFormer config is inconsistent: {exc}") from exc
+    model = _segformer_class()(net)
+    if folder is not None:
+        try:
+            pretrained = SegformerForSemanticSegmentation.from_pretrained(folder, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{folder}: cannot load a SegFormer saved with save_pretrained ({exc})") from exc
+        state = {"model." + k: v for k, v in pretrained.state_dict().items()}
+        _load_checked(model, state, str(folder), head=_SEGFORMER_HEAD)
+    elif weights:
+        _load_full_state(model, _local_file(weights, "weights"), prefix="model.", head=_SEGFORMER_HEAD)
+    return model
+
+
+__all__ = ["build_deeplabv3plus", "build_segformer", "segformer_config", "SEGFORMER_VARIANTS"]
