@@ -345,3 +345,134 @@ def test_export_loads_after_its_initial_weights_file_is_gone(tmp_path):
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))
+
+
+# ------------------------------------------------------------------ predict-images
+
+
+def _export_for_prediction(name: str, root: Path) -> Path:
+    import torch
+
+    from medseg.models import create_model
+    from medseg.models.export import save_export
+
+    torch.manual_seed(0)
+    info = _info(name, TINY[name])
+    info["preprocessing"] = {"normalization": {"kind": "imagenet"}}
+    info["inference"] = {"pad_multiple": 32}
+    return save_export(root / f"export_{name}", create_model(name, **TINY[name]).eval(), info)
+
+
+def _image_folder(root: Path) -> Path:
+    """Three images of odd sizes (RGB PNG, gray PNG of the same size: one batch, JPEG) and one corrupt PNG."""
+    rng = np.random.default_rng(3)
+    folder = root / "images"
+    folder.mkdir()
+    Image.fromarray(rng.integers(0, 255, (37, 53, 3), dtype=np.uint8)).save(folder / "a.png")
+    Image.fromarray(rng.integers(0, 255, (37, 53), dtype=np.uint8)).save(folder / "b.png")  # gray -> RGB
+    Image.fromarray(rng.integers(0, 255, (41, 29, 3), dtype=np.uint8)).save(folder / "c.jpg", quality=90)
+    (folder / "d.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    return folder
+
+
+def _expected_mask(export: Path, image_path: Path) -> np.ndarray:
+    """Independent reference: ImageNet normalisation by hand, zero padding to 32, one forward, argmax, crop."""
+    import torch
+
+    from medseg.models.export import load_exported
+
+    model, _ = load_exported(export)
+    img = read_image(image_path)
+    if img.shape[-1] == 1:
+        img = np.repeat(img, 3, axis=-1)
+    x = (img / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    h, w = img.shape[:2]
+    padded = np.zeros((3, -(-h // 32) * 32, -(-w // 32) * 32), np.float32)
+    padded[:, :h, :w] = np.moveaxis(x, -1, 0)
+    with torch.no_grad():
+        return model(torch.from_numpy(padded)[None]).argmax(1)[0, :h, :w].numpy()
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_predict_image_folder(name, tmp_path):
+    from medseg.general import predict_image_folder
+
+    export = _export_for_prediction(name, tmp_path)
+    images = _image_folder(tmp_path)
+    records = predict_image_folder(export, images, tmp_path / "masks", device="cpu", batch_size=2)
+    assert [Path(r["input"]).name for r in records] == ["a.png", "b.png", "c.jpg", "d.png"]
+    assert [r["status"] for r in records] == ["ok", "ok", "ok", "failed"]
+    assert "d.png" in records[3]["error"] and records[3]["output"] is None
+    for r in records[:3]:
+        mask = read_mask(r["output"])
+        h, w = read_image(r["input"]).shape[:2]
+        assert mask.shape == (h, w) == tuple(r["shape"]) and mask.max() < 3
+        np.testing.assert_array_equal(mask, _expected_mask(export, Path(r["input"])))
+        assert len(np.unique(mask)) > 1  # a random model still gives more than one class
+    lines = [json.loads(x) for x in (tmp_path / "masks" / "predictions.jsonl").read_text().splitlines()]
+    assert len(lines) == 4 and {x["status"] for x in lines} == {"ok", "failed"}
+    # resume: done images are skipped, the corrupt one is tried (and fails) again
+    before = (tmp_path / "masks" / "a.png").stat().st_mtime_ns
+    again = predict_image_folder(export, images, tmp_path / "masks", device="cpu")
+    assert [r["status"] for r in again] == ["skipped", "skipped", "skipped", "failed"]
+    assert (tmp_path / "masks" / "a.png").stat().st_mtime_ns == before
+    assert len((tmp_path / "masks" / "predictions.jsonl").read_text().splitlines()) == 8
+    redo = predict_image_folder(export, images, tmp_path / "masks", device="cpu", overwrite=True)
+    assert [r["status"] for r in redo] == ["ok", "ok", "ok", "failed"]
+
+
+def test_predict_image_folder_normalisation_channels_and_errors(tmp_path):
+    from medseg.general.predict import fit_channels, normalize_image, predict_image_folder
+
+    img = np.array([[[0, 128, 255]]], np.uint8)
+    np.testing.assert_allclose(normalize_image(img, {"kind": "scale"}), img / 255.0, rtol=1e-6)
+    np.testing.assert_allclose(normalize_image(img, {"kind": "imagenet"})[0, 0],
+                               (img[0, 0] / 255.0 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225], rtol=1e-5)
+    z = normalize_image(np.random.default_rng(0).integers(0, 255, (9, 7, 3)).astype(np.uint8), {"kind": "zscore"})
+    np.testing.assert_allclose(z.mean(axis=(0, 1)), 0, atol=1e-5)
+    np.testing.assert_allclose(z.std(axis=(0, 1)), 1, atol=1e-4)
+    assert fit_channels(np.zeros((2, 2, 1), np.uint8), 3).shape == (2, 2, 3)
+    assert fit_channels(np.zeros((2, 2, 4), np.uint8), 3).shape == (2, 2, 3)
+    with pytest.raises(InputError, match="x.png: image has 3 channel"):
+        fit_channels(np.zeros((2, 2, 3), np.uint8), 1, "x.png")
+    with pytest.raises(ConfigError, match="'minmax' is not supported"):
+        normalize_image(img, {"kind": "minmax"})
+    # an RGB image into a 1-channel model fails with the reason, the gray one is segmented
+    import torch
+
+    from medseg.models import create_model
+    from medseg.models.export import save_export
+
+    torch.manual_seed(0)
+    cfg = {"in_channels": 1, "out_channels": 2, "encoder_name": "resnet18", "encoder_depth": 3,
+           "decoder_channels": [16, 8, 4]}
+    info = {**_info("unet2d", cfg), "labels": {"0": "bg", "1": "fg"},
+            "preprocessing": {"normalization": {"kind": "zscore"}}}
+    export = save_export(tmp_path / "unet", create_model("unet2d", **cfg).eval(), info)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.zeros((10, 12, 3), np.uint8)).save(tmp_path / "in" / "rgb.png")
+    Image.fromarray(np.arange(120, dtype=np.uint8).reshape(10, 12)).save(tmp_path / "in" / "gray.png")
+    records = predict_image_folder(export, tmp_path / "in", tmp_path / "out", device="cpu")
+    assert [r["status"] for r in records] == ["ok", "failed"]
+    assert "rgb.png: image has 3 channel(s), the model takes 1" in records[1]["error"]
+    assert read_mask(tmp_path / "out" / "gray.png").shape == (10, 12)
+    with pytest.raises(InputError, match="must differ"):
+        predict_image_folder(export, tmp_path / "in", tmp_path / "in")
+
+
+def test_cli_predict_images(tmp_path):
+    from medseg.cli.main import app
+
+    export = _export_for_prediction("segformer", tmp_path)
+    images = _image_folder(tmp_path)
+    args = ["predict-images", "--model", str(export), "--input", str(images), "--output", str(tmp_path / "out"),
+            "--device", "cpu", "--batch-size", "2"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert "4 image(s): 3 segmented, 0 skipped (mask exists), 1 failed" in result.output
+    assert "d.png" in result.output
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["a.png", "b.png", "c.png"]
+    (images / "d.png").unlink()
+    resumed = CliRunner().invoke(app, args)
+    assert resumed.exit_code == 0, resumed.output
+    assert "3 image(s): 0 segmented, 3 skipped" in resumed.output

@@ -1,4 +1,4 @@
-"""``medseg evaluate-images``: score folders of ordinary-image label masks (PNG, TIFF, BMP)."""
+"""``medseg evaluate-images`` (score folders of ordinary-image label masks) and ``medseg predict-images``."""
 
 from __future__ import annotations
 
@@ -42,5 +42,30 @@ def evaluate_images(
         typer.echo(f"  {c:>3s} {info['name']:>14s}: IoU={iou}  [missed={info['missed']} spurious={info['spurious']}]")
 
 
+def predict_images(
+    model: Path = typer.Option(..., "--model", "-m", help="Export folder (model.json + model.pt) of a 2D model."),
+    input: Path = typer.Option(..., "--input", help="Folder of images (PNG, JPEG, TIFF, BMP)."),
+    output: Path = typer.Option(..., "--output", help="Folder for <stem>.png masks and predictions.jsonl."),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: CUDA when available)."),
+    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images per forward pass."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Predict again images whose mask exists."),
+) -> None:
+    """Segment a folder of ordinary images with an exported 2D model; exit status 1 if any image failed."""
+    from medseg.general.predict import RECORDS_NAME, predict_image_folder
+
+    records = predict_image_folder(model, input, output, device=device, batch_size=batch_size, overwrite=overwrite)
+    counts = {s: sum(r["status"] == s for r in records) for s in ("ok", "skipped", "failed")}
+    typer.echo(f"{len(records)} image(s): {counts['ok']} segmented, {counts['skipped']} skipped (mask exists), "
+               f"{counts['failed']} failed; records in {output / RECORDS_NAME}")
+    failed = [r for r in records if r["status"] == "failed"]
+    for r in failed[:10]:
+        typer.secho(f"  failed: {r['error']}", fg=typer.colors.RED, err=True)
+    if len(failed) > 10:
+        typer.secho(f"  ... and {len(failed) - 10} more", fg=typer.colors.RED, err=True)
+    if failed:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     app.command("evaluate-images")(evaluate_images)
+    app.command("predict-images")(predict_images)

@@ -3,7 +3,9 @@
 - :mod:`~medseg.general.images`: ``read_image`` (``[H, W, C]``), ``read_mask`` (``[H, W]``
   integer labels; palette PNGs keep their indices), ``save_mask``;
 - :mod:`~medseg.general.evaluate`: ``evaluate_image_folder`` (mmsegmentation-style
-  mIoU/mDice/aAcc from one dataset confusion matrix, per-image Dice/IoU/Boundary IoU).
+  mIoU/mDice/aAcc from one dataset confusion matrix, per-image Dice/IoU/Boundary IoU);
+- :mod:`~medseg.general.predict`: ``predict_image_folder`` (an exported 2D model over a
+  folder of images, ``<stem>.png`` masks and ``predictions.jsonl``).
 
 The models for ordinary images (``deeplabv3plus``, ``segformer``) live in
 :mod:`medseg.models.general2d` and are created with ``medseg.models.create_model``.
@@ -20,6 +22,7 @@ _EXPORTS = {
     "IMAGE_SUFFIXES": "images", "MASK_SUFFIXES": "images",
     "evaluate_image_folder": "evaluate", "ImageEvaluationResult": "evaluate", "match_images": "evaluate",
     "load_class_names": "evaluate", "dataset_metrics": "evaluate",
+    "predict_image_folder": "predict",
 }
 
 

@@ -38,7 +38,7 @@ import numpy as np
 
 from medseg.errors import ConfigError, InputError
 from medseg.evaluate import json_safe, write_csv
-from medseg.general.images import IMAGE_SUFFIXES, read_mask
+from medseg.general.images import IMAGE_SUFFIXES, files_by_stem, read_mask
 from medseg.io.atomic import atomic_path, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -68,18 +68,6 @@ class ImageEvaluationResult:
     unmatched_references: list[str] = field(default_factory=list)
 
 
-def _mask_files(folder: Path) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise InputError(f"{folder}: no such folder")
-    files: dict[str, Path] = {}
-    for p in sorted(folder.iterdir()):
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
-            if p.stem in files:
-                raise InputError(f"{folder}: two files for image {p.stem!r}: {files[p.stem].name}, {p.name}")
-            files[p.stem] = p
-    return files
-
-
 def match_images(pred_dir: Path, ref_dir: Path) -> tuple[list[tuple[str, Path, Path]], list[str], list[str]]:
     """Pair prediction and reference masks by file stem.
 
@@ -87,7 +75,7 @@ def match_images(pred_dir: Path, ref_dir: Path) -> tuple[list[tuple[str, Path, P
         ``(pairs, unmatched_prediction_files, unmatched_reference_files)``; pairs are
         ``(stem, pred_path, ref_path)`` sorted by stem; unmatched are file names.
     """
-    preds, refs = _mask_files(Path(pred_dir)), _mask_files(Path(ref_dir))
+    preds, refs = files_by_stem(pred_dir), files_by_stem(ref_dir)
     if not refs:
         raise InputError(f"{ref_dir}: no reference masks ({', '.join(IMAGE_SUFFIXES)})")
     pairs = [(s, preds[s], refs[s]) for s in sorted(refs) if s in preds]

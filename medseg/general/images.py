@@ -126,4 +126,22 @@ def save_mask(path: str | os.PathLike[str], mask: np.ndarray, *, palette: Any = 
     return p
 
 
-__all__ = ["read_image", "read_mask", "save_mask", "IMAGE_SUFFIXES", "MASK_SUFFIXES"]
+def files_by_stem(folder: str | os.PathLike[str]) -> dict[str, Path]:
+    """``{stem: path}`` of the image files (:data:`IMAGE_SUFFIXES`) directly in ``folder``, sorted by name.
+
+    Raises:
+        InputError: ``folder`` is not a folder, or two files share a stem (``a.png`` and ``a.jpg``).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such folder")
+    files: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
+            if p.stem in files:
+                raise InputError(f"{folder}: two files with the stem {p.stem!r}: {files[p.stem].name}, {p.name}")
+            files[p.stem] = p
+    return files
+
+
+__all__ = ["read_image", "read_mask", "save_mask", "files_by_stem", "IMAGE_SUFFIXES", "MASK_SUFFIXES"]
