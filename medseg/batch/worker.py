@@ -207,7 +207,7 @@ def _write_outputs(study: Study, volume: Any, labels: Any, names: dict[int, str]
     return outputs
 
 
-def _prompt_labels(study: Study, volume: Any, config: WorkerConfig) -> dict[str, Any]:
+def _prompt_labels(study: Study, config: WorkerConfig) -> dict[str, Any]:
     """``{"prompt_labels": Volume}`` from ``config.prompt_masks`` for SAM2, else ``{}``."""
     if config.prompt_masks is None:
         return {}
@@ -217,11 +217,7 @@ def _prompt_labels(study: Study, volume: Any, config: WorkerConfig) -> dict[str,
     path = find_reference(study, config.prompt_masks, config.input_dir)
     if path is None:
         raise InputError(f"no prompt label map for {study.study_id} under {config.prompt_masks}")
-    mask = load(path)
-    if not mask.same_grid(volume, atol=1e-3):
-        raise InputError(f"{path}: prompt label map grid {mask.spatial_shape} differs from the input's "
-                         f"{volume.spatial_shape}")
-    return {"prompt_labels": mask}
+    return {"prompt_labels": load(path)}  # the refiner checks it lies on the image grid
 
 
 def _set_threads(config: WorkerConfig) -> None:
@@ -267,7 +263,7 @@ def process_study(study: Study, config: WorkerConfig) -> dict[str, Any]:
                            "orientation": volume.orientation}
 
         t = time.perf_counter()
-        labels = predictor.predict(volume, **_prompt_labels(study, volume, config))
+        labels = predictor.predict(volume, **_prompt_labels(study, config))
         timings["predict"] = time.perf_counter() - t
         record["predict_stages_s"] = {k: round(float(v), 4) for k, v in getattr(predictor, "last_timings", {}).items()}
         if not labels.same_grid(volume):

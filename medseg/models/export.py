@@ -149,10 +149,7 @@ def load_exported(path: str | os.PathLike[str], device: Any = "cpu", *, verify: 
     weights = folder / WEIGHTS_NAME
     if verify and info.get("sha256") and sha256_file(weights) != info["sha256"]:
         raise ModelError(f"{weights}: SHA-256 does not match model.json (file changed or corrupt)")
-    try:
-        state = torch.load(weights, weights_only=True, map_location=device)
-    except Exception as exc:  # torch raises UnpicklingError/RuntimeError for bad files
-        raise ModelError(f"{weights}: cannot be loaded as a weights-only state_dict ({exc})") from exc
+    state = read_state_dict(weights, map_location=device)
     config = dict(info["model"].get("config", {}))
     for key in INITIAL_WEIGHT_KEYS:  # initial weights that are gone: the exported state_dict replaces them
         if isinstance(config.get(key), str) and not Path(config[key]).exists():
@@ -161,6 +158,27 @@ def load_exported(path: str | os.PathLike[str], device: Any = "cpu", *, verify: 
     load_state_exactly(model, state, where=f"{weights}: weights do not fit model {info['model']['name']!r}")
     model.to(device).eval()
     return model, info
+
+
+def read_state_dict(path: str | os.PathLike[str], *, map_location: Any = "cpu") -> dict[str, Any]:
+    """A state_dict from a local file with ``torch.load(weights_only=True)`` (no pickled code runs).
+
+    A ``{"state_dict": {...}}`` wrapper (Lightning checkpoints) is unwrapped.
+
+    Raises:
+        ModelError: the file is not a weights-only state_dict, or holds no tensors.
+    """
+    import torch
+
+    try:
+        state = torch.load(path, weights_only=True, map_location=map_location)
+    except Exception as exc:  # torch raises UnpicklingError/RuntimeError/OSError for bad files
+        raise ModelError(f"{path}: cannot be loaded as a weights-only state_dict ({exc})") from exc
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not state:
+        raise ModelError(f"{path}: expected a state_dict (a dict of tensors)")
+    return state
 
 
 def load_state_exactly(model: Any, state: Mapping[str, Any], *, where: str) -> None:
@@ -182,6 +200,7 @@ __all__ = [
     "save_export",
     "load_exported",
     "load_state_exactly",
+    "read_state_dict",
     "read_info",
     "find_export",
     "validate_info",

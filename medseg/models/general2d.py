@@ -61,14 +61,9 @@ def build_deeplabv3plus(
     """DeepLabV3+ from smp; ``encoder_weights``/``weights`` are local state_dict files (never downloaded)."""
     import segmentation_models_pytorch as smp
 
-    from medseg.models.unet2d import _load_encoder
+    from medseg.models.unet2d import check_smp_encoder, load_encoder
 
-    known = smp.encoders.get_encoder_names()
-    if encoder_name not in known:
-        raise ConfigError(
-            f"model.config.encoder_name {encoder_name!r} is not an smp encoder; e.g. "
-            f"{', '.join(sorted(known)[:12])}, ... ({len(known)} in all)"
-        )
+    check_smp_encoder(encoder_name)
     if encoder_output_stride not in (8, 16):
         raise ConfigError(f"model.config.encoder_output_stride must be 8 or 16, got {encoder_output_stride}")
     encoder_file = _local_file(encoder_weights, "encoder_weights") if encoder_weights else None
@@ -83,7 +78,7 @@ def build_deeplabv3plus(
         classes=out_channels,
     )
     if encoder_file is not None:
-        _load_encoder(model, encoder_file)
+        load_encoder(model, encoder_file)
     if weights:
         _load_full_state(model, _local_file(weights, "weights"), prefix="", head="segmentation_head.")
     return model
@@ -97,23 +92,11 @@ def _local_file(value: str | os.PathLike[str], key: str) -> Path:
     return path
 
 
-def _read_state(path: Path) -> dict[str, Any]:
-    import torch
-
-    try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as exc:  # UnpicklingError/RuntimeError for files that are not weights-only state dicts
-        raise ModelError(f"{path}: cannot be loaded as a weights-only state_dict ({exc})") from exc
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not state:
-        raise ModelError(f"{path}: expected a state_dict (a dict of tensors)")
-    return state
-
-
 def _load_full_state(model: Any, path: Path, *, prefix: str, head: str) -> None:
     """Load a whole-model state_dict strictly; ``prefix`` is added to keys that lack it."""
-    state = _read_state(path)
+    from medseg.models.export import read_state_dict
+
+    state = read_state_dict(path)
     if prefix and not any(k.startswith(prefix) for k in state):
         state = {prefix + k: v for k, v in state.items()}
     _load_checked(model, state, str(path), head=head)

@@ -34,12 +34,7 @@ def build_unet2d(
         raise ConfigError(
             f"model.config.decoder_channels needs encoder_depth={encoder_depth} entries, got {list(decoder_channels)}"
         )
-    known = smp.encoders.get_encoder_names()
-    if encoder_name not in known:
-        raise ConfigError(
-            f"model.config.encoder_name {encoder_name!r} is not an smp encoder; e.g. "
-            f"{', '.join(sorted(known)[:12])}, ... ({len(known)} in all)"
-        )
+    check_smp_encoder(encoder_name)
     model = smp.Unet(
         encoder_name=encoder_name,
         encoder_weights=None,
@@ -49,18 +44,35 @@ def build_unet2d(
         classes=out_channels,
     )
     if encoder_weights_path:
-        _load_encoder(model, Path(encoder_weights_path))
+        load_encoder(model, Path(encoder_weights_path))
     return model
 
 
-def _load_encoder(model: Any, path: Path) -> None:
+def check_smp_encoder(encoder_name: str) -> None:
+    """Raise :class:`ConfigError` listing some valid names when smp has no encoder ``encoder_name``."""
+    import segmentation_models_pytorch as smp
+
+    known = smp.encoders.get_encoder_names()
+    if encoder_name not in known:
+        raise ConfigError(
+            f"model.config.encoder_name {encoder_name!r} is not an smp encoder; e.g. "
+            f"{', '.join(sorted(known)[:12])}, ... ({len(known)} in all)"
+        )
+
+
+def load_encoder(model: Any, path: Path) -> None:
+    """Load a local encoder state_dict into an smp model's ``encoder`` (at least one tensor must match).
+
+    Raises:
+        ModelError: no such file, not a weights-only state_dict, or no tensor fits the encoder.
+    """
     import torch
+
+    from medseg.models.export import read_state_dict
 
     if not path.is_file():
         raise ModelError(f"{path}: encoder weights file not found")
-    state = torch.load(path, weights_only=True, map_location="cpu")
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
+    state = read_state_dict(path)
     # smp encoders override load_state_dict without returning the key report
     result = torch.nn.Module.load_state_dict(model.encoder, state, strict=False)
     loaded = len(state) - len(result.unexpected_keys)
@@ -68,4 +80,4 @@ def _load_encoder(model: Any, path: Path) -> None:
         raise ModelError(f"{path}: no tensor matches the {type(model.encoder).__name__} encoder")
 
 
-__all__ = ["build_unet2d"]
+__all__ = ["build_unet2d", "check_smp_encoder", "load_encoder"]

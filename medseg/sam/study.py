@@ -157,13 +157,12 @@ class Sam2Refiner:
     ) -> None:
         if mode not in MODES:
             raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        self._sam_source: Path | None = None
         self._sam_labels: dict[int, str] = {}
+        self._sam_sha256 = ""
         if isinstance(sam, (str, os.PathLike)):
             from medseg.sam.model import load_sam2
 
-            self._sam_source = Path(sam)
-            self._sam_labels = _export_labels(self._sam_source)
+            self._sam_labels, self._sam_sha256 = _source_description(Path(sam))
             sam = load_sam2(sam, device=device)
         if isinstance(prompt_predictor, (str, os.PathLike)):
             from medseg.inference import Predictor
@@ -184,14 +183,7 @@ class Sam2Refiner:
     @property
     def model_sha256(self) -> str:
         """SHA-256 of the SAM2 weights file (when loaded from a file) + the prompt model's."""
-        from medseg.models.export import sha256_file
-
-        own = ""
-        if self._sam_source is not None:
-            f = self._sam_source if self._sam_source.is_file() else self._sam_source / "model.pt"
-            if not f.is_file():
-                f = self._sam_source / "export" / "model.pt"
-            own = sha256_file(f) if f.is_file() else ""
+        own = self._sam_sha256
         return f"{own}+{getattr(self.prompt_predictor, 'model_sha256', '') or 'prompt-labels'}"
 
     def predict(self, volume: Any, *, return_probabilities: bool = False, prompt_labels: Any = None) -> Any:
@@ -234,15 +226,18 @@ class Sam2Refiner:
         return out
 
 
-def _export_labels(source: Path) -> dict[int, str]:
-    """``{value: name}`` from a SAM2 export's ``model.json`` (empty for a bare checkpoint)."""
-    from medseg.models.export import read_info
+def _source_description(source: Path) -> tuple[dict[int, str], str]:
+    """``({value: name}, SHA-256 of the weights)`` of a SAM2 export (from its ``model.json``) or checkpoint file.
+
+    Read once when the refiner is built, so that a batch does not hash the weights per study.
+    """
+    from medseg.models.export import read_info, sha256_file
 
     try:
         info = read_info(source)
-    except MedsegError:
-        return {}
-    return {int(k): str(v) for k, v in info.get("labels", {}).items()}
+    except MedsegError:  # a bare checkpoint file (e.g. Meta's): no labels, hash the file itself
+        return {}, sha256_file(source) if source.is_file() else ""
+    return {int(k): str(v) for k, v in info.get("labels", {}).items()}, str(info.get("sha256", ""))
 
 
 __all__ = ["segment_study", "Sam2Refiner", "MODES"]
