@@ -31,8 +31,20 @@ def _register() -> None:
         module.register(app)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from medseg import __version__
+
+        typer.echo(f"medseg {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages.")) -> None:
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the medseg version and exit."),
+) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

@@ -1,23 +1,29 @@
 """The training configuration: one pydantic model, loaded from YAML, overridable with ``--set``.
 
-A config file may name reusable parts under ``include:`` (paths relative to the file,
-e.g. ``../configs/models/unet3d.yaml``); they are merged first, the file's own values
-win, then each ``--set key.sub=value`` override (the value parsed as YAML). Every value
-is validated; an error names the key, the allowed values and the value given.
+A config file may name reusable parts under ``include:``: a part shipped in the package by
+``KIND/NAME`` (``models/unet3d``, ``train/adamw``: :mod:`medseg.configs`), or a YAML path
+relative to the file (``part.yaml``); they are merged first, the file's own values win, then
+each ``--set key.sub=value`` override (the value parsed as YAML). Every value is validated;
+an error names the key, the allowed values and the value given.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from medseg import configs as _configs
 from medseg.errors import ConfigError
 
-CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
+log = logging.getLogger(__name__)
+
+# the shipped config parts (medseg/configs/): resolve them by name with medseg.configs
+CONFIGS_DIR = Path(str(_configs.__file__)).parent
 
 
 class _Strict(BaseModel):
@@ -63,7 +69,8 @@ class ModelConfig(_Strict):
 
 
 class TransformsConfig(_Strict):
-    """The MONAI recipe: a name under ``configs/transforms/`` or a YAML path."""
+    """The MONAI recipe: a shipped recipe name (``ct_3d``, ``mri_2d``: ``medseg/configs/transforms/``)
+    or a YAML path."""
 
     recipe: str = "ct_3d"
 
@@ -165,8 +172,23 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _include_path(parent: Path, ref: str) -> Path:
+    """The file of one ``include:`` entry: ``KIND/NAME`` of a shipped part, or a YAML path
+    relative to ``parent``. An old ``.../configs/KIND/NAME.yaml`` path that no longer exists
+    (the parts lived beside the source tree before they shipped in the package) means the
+    shipped part."""
+    if not ref.endswith((".yaml", ".yml")):
+        return _configs.resolve_part(ref)
+    path = parent / ref
+    parts = Path(ref).parts
+    if not path.is_file() and len(parts) >= 3 and parts[-3] == "configs" and parts[-2] in _configs.KINDS:
+        log.info("include %s: using the shipped part %s/%s", ref, parts[-2], Path(ref).stem)
+        return _configs.part_path(parts[-2], Path(ref).stem)
+    return path
+
+
 def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """Read a config YAML, resolving ``include:`` (relative paths) recursively."""
+    """Read a config YAML, resolving ``include:`` (shipped part names or relative paths) recursively."""
     import yaml
 
     path = path.resolve()
@@ -185,7 +207,7 @@ def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         includes = [includes]
     merged: dict[str, Any] = {}
     for inc in includes:
-        merged = _merge(merged, read_yaml(path.parent / str(inc), _seen + (path,)))
+        merged = _merge(merged, read_yaml(_include_path(path.parent, str(inc)), _seen + (path,)))
     return _merge(merged, data)
 
 
@@ -265,15 +287,22 @@ def load_config(
 
 
 def resolve_recipe(name: str) -> Path:
-    """Path of a transform recipe: an existing YAML path, or a name under ``configs/transforms``."""
+    """Path of a transform recipe: an existing YAML path, or the name of a shipped recipe
+    (``medseg/configs/transforms/NAME.yaml``, found through ``importlib.resources``)."""
     p = Path(name)
     if p.suffix in (".yaml", ".yml") and p.is_file():
         return p
-    candidate = CONFIGS_DIR / "transforms" / f"{name}.yaml"
-    if candidate.is_file():
-        return candidate
-    known = sorted(f.stem for f in (CONFIGS_DIR / "transforms").glob("*.yaml"))
+    known = _configs.part_names("transforms")
+    if name in known:
+        return _configs.part_path("transforms", name)
     raise ConfigError(f"transforms.recipe {name!r} is neither a YAML file nor a known recipe; known: {', '.join(known)}")
 
 
-__all__ = ["Config", "load_config", "read_yaml", "apply_override", "resolve_recipe", "CONFIGS_DIR"]
+def dump_config(cfg: Config) -> str:
+    """The config as YAML (sections in their declared order), loadable again by :func:`load_config`."""
+    import yaml
+
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, default_flow_style=False)
+
+
+__all__ = ["Config", "load_config", "read_yaml", "apply_override", "resolve_recipe", "dump_config", "CONFIGS_DIR"]

@@ -1,6 +1,7 @@
 """MONAI dictionary-transform recipes composed from YAML, with checked names and arguments.
 
-A recipe file (``configs/transforms/*.yaml``) has up to three lists of steps:
+A recipe file (shipped ones: ``medseg/configs/transforms/*.yaml``, named ``ct_3d``, ``mri_2d``)
+has up to three lists of steps:
 
 .. code-block:: yaml
 
@@ -229,13 +230,18 @@ def _medseg_defaults(name: str, context: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any]) -> dict[str, list[Any]]:
-    """Read a recipe (YAML path, or a dict) and check its sections; returns ``{section: steps}``."""
+    """Read a recipe (YAML path, shipped recipe name such as ``ct_3d``, or a dict) and check its
+    sections; returns ``{section: steps}``."""
     if isinstance(source, Mapping):
         data, where = dict(source), "transforms"
     else:
         import yaml
 
         path = Path(source)
+        if isinstance(source, str) and path.suffix not in (".yaml", ".yml") and not path.is_file():
+            from medseg.configs import part_path
+
+            path = part_path("transforms", source)
         if not path.is_file():
             raise ConfigError(f"transforms.recipe: no such recipe file {path}")
         data, where = yaml.safe_load(path.read_text(encoding="utf-8")) or {}, str(path)
