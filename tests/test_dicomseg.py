@@ -14,7 +14,7 @@ from medseg.data.dicom_writer import write_dicom_series
 from medseg.data.phantom import LABELS, make_phantom
 from medseg.errors import InputError
 from medseg.io import load
-from medseg.io.dicomseg import read_dicom_seg, write_dicom_seg
+from medseg.io.dicom.seg import read_dicom_seg, write_dicom_seg
 from medseg.volume import Volume
 
 
@@ -157,7 +157,7 @@ def test_cli_predict_dicom_folder_writes_nifti_and_seg(tmp_path: Path) -> None:
 
 def test_evaluate_scores_a_dicom_seg_prediction_against_a_nifti_reference(tmp_path: Path) -> None:
     """`medseg evaluate` reads a DICOM-SEG prediction and places it exactly on the reference grid."""
-    from medseg.evaluate import evaluate_folder
+    from medseg.evaluation.volumes import evaluate_folder
     from medseg.io import save
 
     image, labels = _series(tmp_path, orientation="LPS")

@@ -17,8 +17,8 @@ PYDICOM_FILES = sorted((Path(__import__("pydicom").__file__).parent / "data" / "
 
 #: pydicom test files that are not loadable images, and the reason medseg must give.
 EXPECTED_ERRORS = {
-    "ExplVR_BigEndNoMeta.dcm": "no pixel data (RTPLAN)",
-    "ExplVR_LitEndNoMeta.dcm": "no pixel data (RTPLAN)",
+    "ExplVR_BigEndNoMeta.dcm": "1 RTPLAN",  # RT Ion Plan, now a known non-image class
+    "ExplVR_LitEndNoMeta.dcm": "1 RTPLAN",
     "JPEG2000-embedded-sequence-delimiter.dcm": "cannot decode pixel data (JPEG 2000)",
     "MR_truncated.dcm": "truncated file",
     "UN_sequence.dcm": "no DICOM image",
@@ -178,8 +178,8 @@ def test_fast_header_reader_agrees_with_pydicom(shared_data: Path, tmp_path: Pat
     """The minimal header reader gives exactly the frames pydicom gives, on every real file."""
     from medseg.data.dicom_writer import write_dicom_series
     from medseg.data.phantom import make_phantom
-    from medseg.io.dicom_fasthdr import read_fast_header
-    from medseg.io.dicom_series import iter_files, scan
+    from medseg.io.dicom.fasthdr import read_fast_header
+    from medseg.io.dicom.series import iter_files, scan
 
     image = make_phantom((32, 32, 3), (1.0, 1.0, 2.0), seed=1)[0]
     for syntax in ("explicit_le", "implicit_le", "rle", "jpegls"):

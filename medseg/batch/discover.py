@@ -1,14 +1,18 @@
 """Study discovery: every DICOM series and every NIfTI/NRRD/MHA file under a folder.
 
 A :class:`Study` is small, picklable and JSON-compatible, so it can be sent to a
-worker process or a Dask worker, and written into the manifest. DICOM headers are
-read without pixel data; files whose headers cannot be read are skipped here (and
-logged) rather than failing the whole listing. A readable header with broken pixel
-data is discovered normally and fails later, in its own study record.
+worker process or a Dask worker, and written into the manifest. DICOM headers are read
+by the reader's own scan (:func:`medseg.io.dicom.series.scan`): the same DICOM detection,
+the same list of non-image SOP classes (SEG, RTSTRUCT, RTPLAN, SR, encapsulated PDF,
+DICOMDIR, ...) and the same localizer rules as :func:`medseg.io.load`. Files whose
+headers cannot be read are skipped here (and logged) rather than failing the whole
+listing; a readable header with broken pixel data is discovered normally and fails
+later, in its own study record. Study IDs come from relative paths only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -22,16 +26,9 @@ from medseg.errors import InputError
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
-# Derived objects that are never inputs (segmentations, structured reports, RT structures, ...).
-_NON_IMAGE_SOP_CLASSES = {
-    "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation Storage
-    "1.2.840.10008.5.1.4.1.1.481.3",  # RT Structure Set Storage
-    "1.2.840.10008.5.1.4.1.1.88.11",  # Basic Text SR
-    "1.2.840.10008.5.1.4.1.1.88.22",  # Enhanced SR
-    "1.2.840.10008.5.1.4.1.1.88.33",  # Comprehensive SR
-    "1.2.840.10008.5.1.4.1.1.11.1",  # Grayscale Softcopy Presentation State
-}
 _SKIP_NAMES = {"manifest.jsonl", "report.html", "DICOMDIR"}
+#: Folders whose image files are label maps (phantom cohorts, nnU-Net raw datasets), never studies.
+LABEL_FOLDERS = {"labels", "labelstr", "labelsts"}
 
 
 @dataclass(frozen=True)
@@ -83,40 +80,15 @@ def _strip_image_suffix(name: str) -> str:
     return name[: -len(suffix)] if suffix in IMAGE_SUFFIXES else name
 
 
-def _is_dicom(path: Path) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
-
-
-def _read_header(path: Path) -> dict[str, str] | None:
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(
-            path,
-            stop_before_pixels=True,
-            specific_tags=["SeriesInstanceUID", "SOPClassUID", "Modality", "SeriesDescription"],
-        )
-    except Exception as exc:  # pydicom raises many types for damaged headers
-        log.warning("skipping %s: unreadable DICOM header (%s: %s)", path, type(exc).__name__, exc)
-        return None
-    uid = str(ds.get("SeriesInstanceUID", "") or "")
-    if not uid:
-        log.warning("skipping %s: no SeriesInstanceUID", path)
-        return None
-    return {
-        "uid": uid,
-        "sop_class": str(ds.get("SOPClassUID", "") or ""),
-        "modality": str(ds.get("Modality", "") or ""),
-        "description": str(ds.get("SeriesDescription", "") or ""),
-    }
+def _is_label_map(path: Path, root: Path) -> bool:
+    """An image file under a ``labels/`` (``labelsTr``, ``labelsTs``) folder below ``root``."""
+    return any(part.lower() in LABEL_FOLDERS for part in path.relative_to(root).parts[:-1])
 
 
 def _walk(root: Path, exclude: list[Path]) -> tuple[list[Path], list[Path]]:
+    """Image files (NIfTI/NRRD/MHA) and DICOM candidates (DICOM suffix, none, or the DICM marker)."""
+    from medseg.io.dicom.series import DICOM_SUFFIXES, has_dicm_marker
+
     images: list[Path] = []
     candidates: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -131,18 +103,109 @@ def _walk(root: Path, exclude: list[Path]) -> tuple[list[Path], list[Path]]:
             suffix = _suffix(name)
             if suffix in IMAGE_SUFFIXES:
                 images.append(path)
-            elif suffix in ("", ".dcm", ".ima", ".dicom") or _is_dicom(path):
+            elif suffix in ("", *DICOM_SUFFIXES) or has_dicm_marker(path):
                 candidates.append(path)
     return images, candidates
+
+
+def _file_studies(root: Path, images: list[Path], dicom_folders: set[Path]) -> list[Study]:
+    """One study per image file, except label maps (``labels/`` folders, files beside DICOM)."""
+    studies, labels = [], []
+    for path in images:
+        if _is_label_map(path, root) or path.parent in dicom_folders:
+            labels.append(path)
+            continue
+        rel = path.relative_to(root).as_posix()
+        studies.append(Study(study_id=_safe_id(_strip_image_suffix(rel)), kind="file", path=str(path),
+                             description=_suffix(path.name).lstrip(".")))
+    if labels:
+        log.info("skipped %d label map(s) (under labels/ or beside DICOM files), e.g. %s", len(labels), labels[0])
+    return studies
+
+
+def _copies(frames: list[Any]) -> list[list[Any]]:
+    """Split the frames of one SeriesInstanceUID into copies: folders whose SOP instances overlap
+    hold copies of the series (an export beside its de-identified copy), disjoint folders are
+    parts of one series (a large series split over folders). Identical files inside one copy are
+    dropped later by :func:`medseg.io.dicom.series.drop_duplicate_instances`."""
+    by_folder: dict[Path, list[Any]] = defaultdict(list)
+    for f in frames:
+        by_folder[f.path.parent].append(f)
+    clusters: list[tuple[set[str], list[Any]]] = []
+    for folder in sorted(by_folder):
+        members = by_folder[folder]
+        uids = {f.sop_instance_uid for f in members if f.sop_instance_uid}
+        home = next((c for c in clusters if not (c[0] & uids)), None)
+        if home is None:
+            clusters.append((set(uids), list(members)))
+        else:
+            home[0].update(uids)
+            home[1].extend(members)
+    return [members for _, members in clusters]
+
+
+def _dicom_study(frames: list[Any]) -> tuple[Path, Any] | None:
+    """(folder, main stack) of one copy of a series; None when it holds only localizers."""
+    from medseg.io.dicom.series import drop_duplicate_instances, group_series, main_stack
+
+    folder = Path(os.path.commonpath([str(f.path.parent) for f in frames]))
+    kept, _ = drop_duplicate_instances(frames)
+    chosen, note = main_stack(group_series(kept))
+    if chosen is None:
+        log.info("skipping localizer series %s in %s", frames[0].series_uid, folder)
+        return None
+    if note:
+        log.info("%s: %s", folder, note)
+    return folder, chosen
+
+
+def _dicom_studies(root: Path, candidates: list[Path]) -> tuple[list[Study], set[Path]]:
+    """One study per copy of each DICOM image series; and the folders holding DICOM images."""
+    from medseg.io.dicom.series import scan
+
+    found = scan(candidates, strict=False, skip_unreadable=True)
+    by_uid: dict[str, list[Any]] = defaultdict(list)
+    for f in found.frames:
+        if f.series_uid:
+            by_uid[f.series_uid].append(f)
+        else:
+            log.warning("skipping %s: no SeriesInstanceUID", f.path)
+    picked = [s for uid in sorted(by_uid) for c in _copies(by_uid[uid]) if (s := _dicom_study(c))]
+    dicom_folders = {f.path.parent for f in found.frames}
+    per_folder: dict[Path, int] = defaultdict(int)
+    for folder, _ in picked:
+        per_folder[folder] += 1
+    studies = []
+    for folder, info in picked:
+        files = sorted({str(f.path) for f in info.frames})
+        rel = folder.relative_to(root).as_posix() if folder != root else root.name
+        if per_folder[folder] > 1:
+            rel = f"{rel}__{_short_hash(root, files)}"
+        desc = " ".join(x for x in (info.modality, info.description) if x)
+        studies.append(Study(study_id=_safe_id(rel), kind="dicom", path=str(folder), files=tuple(files),
+                             series_uid=info.series_uid, description=desc))
+    return studies, dicom_folders
+
+
+def _short_hash(root: Path, files: list[str]) -> str:
+    """8 hex digits naming a set of files by their paths relative to ``root`` (never by DICOM tags)."""
+    rel = "\n".join(Path(f).relative_to(root).as_posix() for f in files)
+    return hashlib.sha1(rel.encode("utf-8")).hexdigest()[:8]
 
 
 def discover_studies(root: str | os.PathLike[str], *, exclude: list[str | os.PathLike[str]] = ()) -> list[Study]:
     """Find every study under ``root`` (recursive), in a stable order.
 
-    Each DICOM series (grouped by SeriesInstanceUID, wherever its files lie) is one
-    study; each NIfTI / NRRD / MHA file is one study (``.mhd``/``.nhdr`` headers, not
-    their raw data files). Hidden files, partial writes (``*.partial*``), DICOM-SEG,
-    RT-STRUCT and SR objects are ignored.
+    Each copy of a DICOM image series is one study: files are grouped by
+    SeriesInstanceUID wherever they lie, folders holding the same SOP instances are
+    separate copies (two studies), identical files within one copy are dropped with a
+    warning, and of a series with several orientations or image sizes the main stack is
+    used (logged). Each NIfTI / NRRD / MHA file is one study (``.mhd``/``.nhdr`` headers,
+    not their raw data files), except label maps: files under a ``labels/`` folder and
+    image files beside DICOM files. Skipped: hidden files, partial writes
+    (``*.partial*``), DICOMDIR, non-image objects (SEG, RTSTRUCT, RTPLAN, SR, PDF, ...)
+    and localizers. Study IDs are relative folder/file paths; several series in one
+    folder get ``<folder>__<8-hex hash of their relative file paths>``.
 
     Args:
         root: the folder to search.
@@ -155,33 +218,8 @@ def discover_studies(root: str | os.PathLike[str], *, exclude: list[str | os.Pat
     if not root.is_dir():
         raise InputError(f"{root}: not a folder (batch input must be a folder of studies)")
     images, candidates = _walk(root, [Path(e).resolve() for e in exclude])
-
-    studies: list[Study] = []
-    for path in images:
-        rel = path.relative_to(root).as_posix()
-        studies.append(Study(study_id=_safe_id(_strip_image_suffix(rel)), kind="file", path=str(path),
-                             description=_suffix(path.name).lstrip(".")))
-
-    series: dict[str, list[Path]] = defaultdict(list)
-    info: dict[str, dict[str, str]] = {}
-    for path in candidates:
-        header = _read_header(path) if (_suffix(path.name) != "" or _is_dicom(path)) else None
-        if header is None or header["sop_class"] in _NON_IMAGE_SOP_CLASSES:
-            continue
-        series[header["uid"]].append(path)
-        info.setdefault(header["uid"], header)
-
-    per_folder: dict[Path, int] = defaultdict(int)
-    folders = {uid: Path(os.path.commonpath([str(p.parent) for p in files])) for uid, files in series.items()}
-    for folder in folders.values():
-        per_folder[folder] += 1
-    for uid in sorted(series, key=lambda u: (str(folders[u]), u)):
-        folder = folders[uid]
-        rel = folder.relative_to(root).as_posix() if folder != root else root.name
-        sid = _safe_id(rel if per_folder[folder] == 1 else f"{rel}__{uid}")
-        desc = " ".join(x for x in (info[uid]["modality"], info[uid]["description"]) if x)
-        studies.append(Study(study_id=sid, kind="dicom", path=str(folder),
-                             files=tuple(str(p) for p in sorted(series[uid])), series_uid=uid, description=desc))
+    dicom, dicom_folders = _dicom_studies(root, candidates)
+    studies = _file_studies(root, images, dicom_folders) + dicom
     return _unique(sorted(studies, key=lambda s: s.study_id))
 
 

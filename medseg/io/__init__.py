@@ -93,7 +93,7 @@ def save(volume: Volume, path: str | os.PathLike[str]) -> Path:
         return save_itk(volume, p)
     raise InputError(
         f"{p}: cannot write format {suffix!r}; use one of {', '.join(NIFTI_SUFFIXES + ITK_SUFFIXES)} "
-        "(DICOM-SEG is written by medseg.io.dicomseg)"
+        "(DICOM-SEG is written by medseg.io.dicom.seg)"
     )
 
 

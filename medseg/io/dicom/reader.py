@@ -1,6 +1,6 @@
 """DICOM loading: a folder, a list of files or one (multi-frame) file -> :class:`~medseg.Volume`.
 
-Rules (see :mod:`medseg.io.dicom_series` for the geometry convention):
+Rules (see :mod:`medseg.io.dicom.series` for the geometry convention):
 
 * group by SeriesInstanceUID, then by orientation and image size; non-image objects
   (SR, RTSTRUCT, SEG, presentation states, ...) and localizers are ignored;
@@ -27,12 +27,15 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import InputError
-from medseg.io.dicom_geometry import check_geometry
-from medseg.io.dicom_series import (
+from medseg.io.dicom.geometry import check_geometry
+from medseg.io.dicom.frames import frame_table
+from medseg.io.dicom.series import (
     SeriesInfo,
+    drop_duplicate_instances,
     group_series,
     is_dicom_file,
     iter_files,
+    main_stack,
     scan,
 )
 from medseg.volume import Volume
@@ -85,7 +88,8 @@ def list_series(folder: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     return group_series(scan(paths, strict=False).frames)
 
 
-def _choose(series: list[SeriesInfo], series_uid: str | None, where: str) -> SeriesInfo:
+def _choose(series: list[SeriesInfo], series_uid: str | None, where: str) -> tuple[SeriesInfo, str | None]:
+    """The series to load and, when one stack of a multi-part series was picked, a note saying so."""
     if series_uid is not None:
         chosen = [s for s in series if s.series_uid == series_uid]
         if not chosen:
@@ -96,6 +100,11 @@ def _choose(series: list[SeriesInfo], series_uid: str | None, where: str) -> Ser
         real = [s for s in chosen if not s.localizer] or chosen
     else:
         real = [s for s in series if not s.localizer] or series
+    if len(real) > 1 and len({s.series_uid for s in real}) == 1:
+        best, note = main_stack(real)
+        if best is not None:
+            log.info("%s: %s", where, note)
+            return best, note
     if len(real) > 1:
         what = f"series {series_uid} has {len(real)} parts with different orientation or image size" if series_uid \
             else f"{len(real)} image series"
@@ -103,7 +112,7 @@ def _choose(series: list[SeriesInfo], series_uid: str | None, where: str) -> Ser
             f"{where}: {what}; choose one with series_uid=... (medseg convert --series UID): "
             + "; ".join(_series_line(s) for s in real)
         )
-    return real[0]
+    return real[0], None
 
 
 def load_dicom(
@@ -130,15 +139,16 @@ def load_dicom(
     if not found.frames:
         skipped = f" ({_describe_skipped(found.skipped)})" if found.skipped else ""
         raise InputError(f"{where}: no DICOM image found in {len(paths)} file(s){skipped}")
-    series = group_series(found.frames)
-    chosen = _choose(series, series_uid, where)
+    frames, duplicate_notes = drop_duplicate_instances(found.frames)
+    series = group_series(frames)
+    chosen, note = _choose(series, series_uid, where)
     geometry = check_geometry(chosen.frames, series=chosen.series_uid)
     if not geometry.regular and not resample:
         raise InputError(
             f"{where}: series {chosen.series_uid}: {geometry.problem}; "
             "pass resample=True (medseg convert --resample) to resample onto a regular grid"
         )
-    from medseg.io.dicom_decode import decode_frames, rescale
+    from medseg.io.dicom.decode import decode_frames, rescale
 
     stack, rescaled = decode_frames(geometry.frames)
     if rescaled:
@@ -147,7 +157,7 @@ def load_dicom(
             stack = stack.astype(np.int16)
     else:
         stack, record = rescale(stack, geometry.frames)
-    warnings = list(geometry.warnings)
+    warnings = duplicate_notes + list(geometry.warnings) + ([note] if note else [])
     if found.skipped:
         warnings.append(f"ignored {len(found.skipped)} file(s): {_describe_skipped(found.skipped)}")
     others = [s for s in series if s is not chosen]
@@ -164,6 +174,7 @@ def load_dicom(
         "source_files": [str(f.path) for f in geometry.frames] if len({f.path for f in geometry.frames}) > 1
         else [str(geometry.frames[0].path)],
         "number_of_slices": len(geometry.frames),
+        "dicom_frames": frame_table(geometry.frames, slice_spacing_mm=float(np.linalg.norm(geometry.affine[:3, 2]))),
         "rescale": record,
         "warnings": warnings,
         "resampled": False,
