@@ -56,7 +56,7 @@ test: $(INSTALLED) apt-deps
 	$(PY) -m pytest -q
 
 demo: $(INSTALLED)
-	$(VENV)/bin/medseg demo --out demo_output
+	$(VENV)/bin/medseg demo --output demo_output
 
 bench: $(INSTALLED) apt-deps
 	@for script in benchmarks/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done

@@ -9,6 +9,9 @@ from typing import Any, Optional
 import typer
 
 from medseg.cli.predict_cmd import PROMPT_KIND_OPTION, PROMPT_MODEL_OPTION, SAM_MODE_OPTION
+from medseg.cli.vocabulary import (
+    INPUT_NAMES, OUTPUT_NAMES, hidden_argument, hidden_option, input_option, output_option, pick,
+)
 
 
 def summary_table(result: Any) -> Any:
@@ -35,8 +38,8 @@ def summary_table(result: Any) -> Any:
 
 def batch(
     model: Path = typer.Option(..., "--model", "-m", help="Run folder or exported model folder (model.json + model.pt)."),
-    input: Path = typer.Option(..., "--input", "-i", help="Folder searched recursively for DICOM series and NIfTI/NRRD/MHA files."),
-    output: Path = typer.Option(..., "--output", "-o", help="Output folder: studies/, manifest.jsonl, report.html."),
+    input: Optional[Path] = input_option("Folder searched recursively for DICOM series and NIfTI/NRRD/MHA files."),
+    output: Optional[Path] = output_option("Output folder: studies/, manifest.jsonl, report.html."),
     workers: int = typer.Option(1, "--workers", "-j", help="Worker processes; each loads the model once."),
     backend: str = typer.Option("local", "--backend", help="local (processes on this machine) or dask."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (default: a LocalCluster)."),
@@ -55,6 +58,7 @@ def batch(
     as_json: bool = typer.Option(False, "--json", help="With --dry-run: print JSON."),
 ) -> None:
     """Segment every study under a folder; one manifest line per study; exit status 1 if any failed."""
+    input, output = pick(INPUT_NAMES, input), pick(OUTPUT_NAMES, output)
     from rich.console import Console
 
     console = Console(stderr=True)
@@ -96,11 +100,15 @@ def batch(
 
 
 def report(
-    run_dir: Path = typer.Argument(..., help="A `medseg batch` output folder."),
-    out: Optional[Path] = typer.Option(None, "--out", help="HTML file to write (default RUN_DIR/report.html)."),
+    input: Optional[Path] = input_option("A `medseg batch` output folder."),
+    output: Optional[Path] = output_option("HTML file to write (default INPUT/report.html)."),
+    input_arg: Optional[Path] = hidden_argument("RUN_DIR"),
+    out: Optional[Path] = hidden_option("--out"),
     max_overlays: int = typer.Option(200, "--max-overlays", help="Embed overlays of at most this many studies."),
 ) -> None:
     """Write the self-contained HTML report of a batch run (summary, table of studies, overlays)."""
+    run_dir = pick(INPUT_NAMES, input, ("RUN_DIR", input_arg))
+    out = pick(OUTPUT_NAMES, output, ("--out", out), required=False)
     from medseg.report.html import write_report
 
     path = write_report(run_dir, out, max_overlays=max_overlays)
@@ -108,12 +116,14 @@ def report(
 
 
 def demo(
-    out: Path = typer.Option(Path("demo_output"), "--out", help="Output folder (the trained model is cached here)."),
+    output: Optional[Path] = output_option("Output folder (the trained model is cached here) [default: demo_output]."),
+    out: Optional[Path] = hidden_option("--out"),
     fast: bool = typer.Option(False, "--fast", help="A reduced demo: 2 tiny cases, a few training steps (tests)."),
     workers: int = typer.Option(2, "--workers", "-j", help="Batch worker processes."),
     retrain: bool = typer.Option(False, "--retrain", help="Train again even when a cached model exists."),
 ) -> None:
     """Synthetic CT cohort -> train a small 3D U-Net -> batch segment (DICOM-SEG + NIfTI) -> evaluate -> report."""
+    out = pick(OUTPUT_NAMES, output, ("--out", out), required=False) or Path("demo_output")
     from rich.console import Console
 
     from medseg.demo import run_demo

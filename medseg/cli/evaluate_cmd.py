@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from medseg.cli.vocabulary import OUTPUT_NAMES, hidden_option, output_option, pick
+
 
 def _parse_labels(text: Optional[str]) -> Optional[list[int]]:
     if text is None:
@@ -32,7 +34,8 @@ def _parse_missing(text: str) -> str | float:
 def evaluate(
     pred: Path = typer.Option(..., "--pred", help="Predicted label file, or a folder of them (matched by name)."),
     ref: Path = typer.Option(..., "--ref", help="Reference label file, or a folder of them."),
-    out: Path = typer.Option(..., "--out", help="Output folder: metrics.csv, summary.json, boxplot_<metric>.png."),
+    output: Optional[Path] = output_option("Output folder: metrics.csv, summary.json, boxplot_<metric>.png."),
+    out: Optional[Path] = hidden_option("--out"),
     labels: Optional[str] = typer.Option(None, "--labels", help="Labels to evaluate, e.g. 1,2,3 (default: all found)."),
     label_names: Optional[Path] = typer.Option(
         None, "--label-names", help='JSON file {"1": "liver", ...}; its labels are evaluated unless --labels is given.'
@@ -53,6 +56,7 @@ def evaluate(
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write a box plot PNG per metric."),
 ) -> None:
     """Evaluate predictions against references: per-case CSV, summary JSON and box plots."""
+    out = pick(OUTPUT_NAMES, output, ("--out", out))
     from medseg.evaluate import evaluate_folder, load_label_names, match_cases
 
     names = load_label_names(label_names) if label_names else None

@@ -7,11 +7,14 @@ from typing import Optional
 
 import typer
 
+from medseg.cli.vocabulary import INPUT_NAMES, OUTPUT_NAMES, hidden_option, input_option, output_option, pick
+
 
 def evaluate_images(
     pred: Path = typer.Option(..., "--pred", help="Folder of predicted masks (matched to references by file stem)."),
     ref: Path = typer.Option(..., "--ref", help="Folder of reference masks."),
-    out: Path = typer.Option(..., "--out", help="Output folder: metrics.csv, summary.json, iou_per_class.png."),
+    output: Optional[Path] = output_option("Output folder: metrics.csv, summary.json, iou_per_class.png."),
+    out: Optional[Path] = hidden_option("--out"),
     num_classes: int = typer.Option(..., "--num-classes", min=1, help="Classes 0..N-1, background included."),
     ignore_index: int = typer.Option(
         255, "--ignore-index", help="Reference value left out of every metric (a negative value: none)."
@@ -22,6 +25,7 @@ def evaluate_images(
     boundary: bool = typer.Option(True, "--boundary/--no-boundary", help="Per-image Boundary IoU per class."),
 ) -> None:
     """Evaluate predicted label masks of ordinary images: mIoU/mDice/aAcc, per-image CSV, IoU bar chart."""
+    out = pick(OUTPUT_NAMES, output, ("--out", out))
     from medseg.general.evaluate import evaluate_image_folder, load_class_names
 
     names = load_class_names(class_names, num_classes) if class_names else None
@@ -44,13 +48,14 @@ def evaluate_images(
 
 def predict_images(
     model: Path = typer.Option(..., "--model", "-m", help="Export folder (model.json + model.pt) of a 2D model."),
-    input: Path = typer.Option(..., "--input", help="Folder of images (PNG, JPEG, TIFF, BMP)."),
-    output: Path = typer.Option(..., "--output", help="Folder for <stem>.png masks and predictions.jsonl."),
+    input: Optional[Path] = input_option("Folder of images (PNG, JPEG, TIFF, BMP)."),
+    output: Optional[Path] = output_option("Folder for <stem>.png masks and predictions.jsonl."),
     device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: CUDA when available)."),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images per forward pass."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Predict again images whose mask exists."),
 ) -> None:
     """Segment a folder of ordinary images with an exported 2D model; exit status 1 if any image failed."""
+    input, output = pick(INPUT_NAMES, input), pick(OUTPUT_NAMES, output)
     from medseg.general.predict import RECORDS_NAME, predict_image_folder
 
     records = predict_image_folder(model, input, output, device=device, batch_size=batch_size, overwrite=overwrite)

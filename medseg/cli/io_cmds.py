@@ -8,6 +8,8 @@ from typing import Any, Optional
 
 import typer
 
+from medseg.cli.vocabulary import INPUT_NAMES, OUTPUT_NAMES, hidden_argument, input_option, output_option, pick
+
 _SERIES_COLUMNS = ("series_uid", "modality", "description", "images", "size", "orientation", "geometry", "first_file")
 _META_KEYS = ("format", "modality", "series_uid", "number_of_slices", "rescale", "resampled", "resample_reason")
 
@@ -22,7 +24,8 @@ def _volume_summary(volume: Any) -> dict[str, Any]:
 
 
 def info(
-    path: Path = typer.Argument(..., help="DICOM folder/file, NIfTI, NRRD or MHA."),
+    input: Optional[Path] = input_option("DICOM folder/file, NIfTI, NRRD or MHA."),
+    input_arg: Optional[Path] = hidden_argument("PATH"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     series: Optional[str] = typer.Option(
         None, "--series", help="Load this SeriesInstanceUID from a DICOM folder and describe the volume."
@@ -31,6 +34,7 @@ def info(
 ) -> None:
     """Describe an image: the series in a DICOM folder (with a geometry verdict each), or the
     shape, spacing (mm), orientation, value range and geometry warnings of one volume."""
+    path: Path = pick(INPUT_NAMES, input, ("PATH", input_arg))
     from medseg.io import list_series, load
 
     if path.is_dir() and series is None:
@@ -73,12 +77,16 @@ def info(
 
 
 def convert(
-    input: Path = typer.Argument(..., help="Input image (DICOM folder/file, NIfTI, NRRD, MHA)."),
-    output: Path = typer.Argument(..., help="Output file (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd)."),
+    input: Optional[Path] = input_option("Input image (DICOM folder/file, NIfTI, NRRD, MHA)."),
+    output: Optional[Path] = output_option("Output file (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd)."),
+    input_arg: Optional[Path] = hidden_argument("INPUT"),
+    output_arg: Optional[Path] = hidden_argument("OUTPUT"),
     series: Optional[str] = typer.Option(None, "--series", help="SeriesInstanceUID to convert."),
     resample: bool = typer.Option(False, "--resample", help="Resample tilted/unevenly spaced series onto a regular grid."),
 ) -> None:
     """Convert an image between formats, keeping voxels and geometry exactly."""
+    input = pick(INPUT_NAMES, input, ("INPUT", input_arg))
+    output = pick(OUTPUT_NAMES, output, ("OUTPUT", output_arg))
     from medseg.io import load, save
 
     volume = load(input, series_uid=series, resample=resample)

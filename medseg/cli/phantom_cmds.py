@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
+from medseg.cli.vocabulary import OUTPUT_NAMES, hidden_argument, output_option, pick
+
 
 def phantom(
-    output: Path = typer.Argument(..., help="Output folder."),
+    output: Optional[Path] = output_option("Output folder."),
+    output_arg: Optional[Path] = hidden_argument("OUTPUT"),
     cases: int = typer.Option(3, "--cases", "-n", min=1, help="Number of cases."),
     fmt: str = typer.Option("nnunet", "--format", help="nnunet (NIfTI dataset + dataset.json) or dicom (CT series + label NIfTI)."),
     shape: tuple[int, int, int] = typer.Option((96, 96, 64), "--shape", help="Voxels along i j k."),
@@ -23,6 +27,7 @@ def phantom(
     dataset_name: str = typer.Option("Dataset001_Phantom", "--dataset-name", help="nnU-Net dataset folder name."),
 ) -> None:
     """Write deterministic synthetic CT cases with exact label maps (liver, kidneys, spleen, lungs, spine, tumour)."""
+    output = pick(OUTPUT_NAMES, output, ("OUTPUT", output_arg))
     from medseg.data.cohort import write_cohort
 
     out = write_cohort(

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from medseg.cli.vocabulary import INPUT_NAMES, OUTPUT_NAMES, hidden_argument, input_option, output_option, pick
+
 # shared with `medseg batch`: how a SAM2 --model is prompted
 PROMPT_MODEL_OPTION = typer.Option(
     None, "--prompt-model", help="SAM2 --model only: U-Net export whose prediction prompts SAM2.")
@@ -15,8 +17,10 @@ SAM_MODE_OPTION = typer.Option("propagate", "--sam-mode", help="SAM2: propagate 
 
 
 def predict(
-    input: Path = typer.Argument(..., help="Image file (NIfTI/NRRD/MHA) or DICOM folder/file."),
-    output_dir: Path = typer.Argument(..., help="Folder for the outputs (created)."),
+    input: Optional[Path] = input_option("Image file (NIfTI/NRRD/MHA) or DICOM folder/file."),
+    output: Optional[Path] = output_option("Folder for the outputs (created)."),
+    input_arg: Optional[Path] = hidden_argument("INPUT"),
+    output_arg: Optional[Path] = hidden_argument("OUTPUT"),
     model: list[Path] = typer.Option(..., "--model", "-m", help="RUN_DIR or exported model folder; repeat for an ensemble."),
     formats: Optional[str] = typer.Option(
         None, "--formats", help="Comma list of nifti,dicomseg (default: nifti, plus dicomseg for DICOM input)."
@@ -36,6 +40,8 @@ def predict(
     --model is a U-Net export (repeat for an ensemble) or a SAM2 export/checkpoint, which
     then needs --prompt-model or --prompt-mask.
     """
+    input = pick(INPUT_NAMES, input, ("INPUT", input_arg))
+    output_dir = pick(OUTPUT_NAMES, output, ("OUTPUT", output_arg))
     from medseg.inference.factory import PromptSettings, load_segmenter
     from medseg.inference.outputs import parse_formats, predict_to_files
 

@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from medseg.cli.vocabulary import INPUT_NAMES, OUTPUT_NAMES, hidden_option, input_option, output_option, pick
+
 sam2_app = typer.Typer(
     name="sam2",
     help="SAM2: segment slices or whole volumes from points, boxes or masks (local checkpoints only).",
@@ -55,8 +57,9 @@ def _cli_prompts(points: list[str], box: Optional[str], coordinates: str, object
 @sam2_app.command("segment")
 def segment(
     model: Path = typer.Option(..., "--model", help="Checkpoint: Meta's .pt ({'model': ...}), a medseg fine-tune .pt, or an export folder."),
-    input: Path = typer.Option(..., "--input", help="Study: DICOM folder/file, NIfTI, NRRD or MHA."),
-    out: Path = typer.Option(..., "--out", help="Output folder."),
+    input: Optional[Path] = input_option("Study: DICOM folder/file, NIfTI, NRRD or MHA."),
+    output: Optional[Path] = output_option("Output folder."),
+    out: Optional[Path] = hidden_option("--out"),
     prompts: Optional[Path] = typer.Option(None, "--prompts", help="Prompts JSON (world or voxel coordinates)."),
     point: Optional[list[str]] = typer.Option(None, "--point", help="Prompt point 'x,y,z' or 'x,y,z,label' (label 1 inside, 0 outside); repeatable."),
     box: Optional[str] = typer.Option(None, "--box", help="Prompt box: two corners 'x0,y0,z0,x1,y1,z1' on one slice."),
@@ -79,6 +82,7 @@ def segment(
     formats: Optional[str] = typer.Option(None, "--formats", help="nifti,dicomseg (default: NIfTI, plus DICOM-SEG for DICOM input)."),
 ) -> None:
     """Segment a study from prompts (file or mask) and write NIfTI / DICOM-SEG + prompts + a JSON record."""
+    input, out = pick(INPUT_NAMES, input), pick(OUTPUT_NAMES, output, ("--out", out))
     from medseg.errors import ConfigError
     from medseg.sam.model import load_sam2
     from medseg.sam.study import segment_study
@@ -108,8 +112,10 @@ def segment(
 
 @sam2_app.command("prompts")
 def prompts_cmd(
-    mask: Path = typer.Option(..., "--mask", help="Label map (reference or a model's prediction)."),
-    out: Path = typer.Option(..., "--out", help="Prompts JSON to write (world coordinates, mm)."),
+    input: Optional[Path] = input_option("Label map (reference or a model's prediction)."),
+    output: Optional[Path] = output_option("Prompts JSON to write (world coordinates, mm)."),
+    mask: Optional[Path] = hidden_option("--mask"),
+    out: Optional[Path] = hidden_option("--out"),
     kind: str = typer.Option("box", "--kind", help="box, points, box+points or mask."),
     key_slices: str = typer.Option("largest", "--key-slices", help="largest, center, all or a step N."),
     axis: int = typer.Option(2, "--axis", help="Slice axis (0, 1, 2 = i, j, k)."),
@@ -119,6 +125,7 @@ def prompts_cmd(
     seed: int = typer.Option(0, "--seed", help="Random seed of the point sampling."),
 ) -> None:
     """Derive SAM2 prompts from a label map and write them as JSON (no per-case CSV needed)."""
+    mask, out = pick(INPUT_NAMES, input, ("--mask", mask)), pick(OUTPUT_NAMES, output, ("--out", out))
     from medseg.io import load
     from medseg.sam.prompts import prompts_from_mask, save_prompts
 
