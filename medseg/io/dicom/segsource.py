@@ -45,8 +45,8 @@ _MULTIFRAME_ONLY = ("NumberOfFrames", "PerFrameFunctionalGroupsSequence", "Share
 def source_table(labels: Volume, source_files: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
     """The frame table of the source series: the labels' own when it lists exactly these files."""
     table = labels.meta.get("dicom_frames")
-    files = {str(Path(p)) for p in source_files}
-    if table and (not files or {f["file"] for f in table["frames"]} == files):
+    files = {os.path.abspath(p) for p in source_files}
+    if table and (not files or {os.path.abspath(f["file"]) for f in table["frames"]} == files):
         return table
     if not files:
         raise InputError("write_dicom_seg needs the source image files of the series")
