@@ -211,3 +211,18 @@ def test_logs_hold_no_query_values(caplog: pytest.LogCaptureFixture, monkeypatch
     with Stub([reply(503, b"", {"Retry-After": "0"}), reply(200, b"[]")]) as stub, PacsClient(stub.url, config=FAST) as c:
         c.get_json("studies", params={"PatientName": "ZEBRA^QUAGGA"})
     assert caplog.records and "ZEBRA" not in caplog.text
+
+
+def test_import_is_light_and_requests_go_only_to_the_pacs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, medseg, medseg.pacs, medseg.cli.pacs_cmds; "
+            "assert not {'requests', 'pydicom'} & set(sys.modules), sorted({'requests', 'pydicom'} & set(sys.modules))")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    monkeypatch.delenv("MEDSEG_PACS_USER", raising=False)
+    monkeypatch.delenv("MEDSEG_PACS_TOKEN", raising=False)
+    with PacsClient("http://127.0.0.1:9/dicom-web") as c:
+        for url in ("http://127.0.0.1:10/dicom-web/studies", "http://127.0.0.1:9/dicom-webX", "http://evil/x"):
+            with pytest.raises(PacsError, match="refusing a request outside --pacs"):
+                c.request("GET", url)
