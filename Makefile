@@ -6,8 +6,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 INSTALLED := $(VENV)/.medseg-installed
-EXTRAS ?= dev,distributed,general
-APT_PACKAGES := dcm2niix dicom3tools chromium
+EXTRAS ?= dev,distributed,general,pacs
+APT_PACKAGES := dcm2niix dicom3tools chromium orthanc orthanc-dicomweb
 # Tests and the demo never touch the network (model hubs, dataset downloads).
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -43,10 +43,17 @@ apt-deps:
 	command -v dcm2niix >/dev/null || missing="$$missing dcm2niix"; \
 	command -v dciodvfy >/dev/null || missing="$$missing dicom3tools"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v Orthanc >/dev/null || missing="$$missing orthanc"; \
+	ls /usr/share/orthanc/plugins/libOrthancDicomWeb.so >/dev/null 2>&1 || missing="$$missing orthanc-dicomweb"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = "0" ]; then \
 	    echo "installing Debian packages:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	    case "$$missing" in *orthanc*) \
+	      echo "stopping the system Orthanc service (the PACS tests start their own)"; \
+	      if command -v systemctl >/dev/null; then systemctl disable --now orthanc >/dev/null 2>&1 || true; fi; \
+	      service orthanc stop >/dev/null 2>&1 || true;; \
+	    esac; \
 	  else \
 	    echo "warning: not root, cannot install$$missing; tests needing them will be skipped"; \
 	  fi; \

@@ -53,15 +53,20 @@ def _chunks(response: Any, deadline: float, where: str) -> Iterator[bytes]:
 
 
 def _part_uids(part: Part) -> tuple[str, str, str]:
+    """(Study, Series, SOP Instance UID) of a received part: medseg's fast header reader for plain
+    little-endian files, pydicom for the rest."""
     import pydicom
+
+    from medseg.io.dicom.fasthdr import read_fast_header
 
     ctype = part.headers.get("content-type", "application/dicom").split(";")[0].strip().lower()
     if ctype != "application/dicom":
         raise PacsError(f"a part of Content-Type {ctype!r}, expected application/dicom")
     try:
-        ds = pydicom.dcmread(part.path, stop_before_pixels=True,
-                             specific_tags=["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"])
-        return str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
+        fast = read_fast_header(part.path)
+        ds = fast[0] if fast else pydicom.dcmread(
+            part.path, stop_before_pixels=True, specific_tags=["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"])
+        return str(ds.get("StudyInstanceUID", "")), str(ds.get("SeriesInstanceUID", "")), str(ds.get("SOPInstanceUID", ""))
     except Exception as exc:  # noqa: BLE001 - any unreadable part is rejected the same way
         raise PacsError(f"a part of {part.size} bytes is not a readable DICOM file ({type(exc).__name__})") from None
 
