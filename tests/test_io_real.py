@@ -165,9 +165,14 @@ def _compare_with_pydicom(path: Path, v) -> None:
         return  # pydicom alone cannot decode it (medseg used the SimpleITK fallback)
     if raw.ndim == 2:
         raw = raw[None]
-    slope = float(ds.get("DoseGridScaling", ds.get("RescaleSlope", 1)) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
-    expected = raw.astype(np.float64) * slope + intercept
+    if "ModalityLUTSequence" in ds:
+        from pydicom.pixels import apply_modality_lut
+
+        expected = apply_modality_lut(raw, ds).astype(np.float64)
+    else:
+        slope = float(ds.get("DoseGridScaling", ds.get("RescaleSlope", 1)) or 1)
+        intercept = float(ds.get("RescaleIntercept", 0) or 0)
+        expected = raw.astype(np.float64) * slope + intercept
     got = np.asarray(v.array, dtype=np.float64).transpose(2, 1, 0)
     if "GridFrameOffsetVector" in ds and np.any(np.diff([float(x) for x in ds.GridFrameOffsetVector]) < 0):
         expected = expected[::-1]
@@ -214,3 +219,53 @@ def test_rtdose_grid_matches_simpleitk() -> None:
     affine[:3, 3] = flip @ np.array(img.GetOrigin())
     np.testing.assert_allclose(v.affine, affine, atol=1e-4)
     assert v.array.dtype == np.float32 and v.spatial_shape == (10, 10, 15)
+
+
+# -- issue 10, item 11: geometry-less images, Modality LUT, quiet SimpleITK fallback -----------------
+def _medseg(*args: str) -> subprocess.CompletedProcess:
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "medseg.cli.main", *args], capture_output=True, text=True,
+                          timeout=120, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+
+
+def test_geometry_less_image_is_recorded_and_convert_warns_once(tmp_path: Path) -> None:
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("SC_rgb.dcm")  # secondary capture: no IPP/IOP
+    v = load(path)
+    assert v.meta["patient_geometry"] is False
+    assert any("geometry is made up" in w for w in v.meta["warnings"])
+    assert load(PYDICOM_FILES[0].parent / "CT_small.dcm").meta["patient_geometry"] is True
+    out = tmp_path / "sc.nii.gz"
+    proc = _medseg("convert", "-i", path, "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if "made up" in line]
+    assert len(lines) == 1 and lines[0].startswith("WARNING") and "SC_rgb.dcm" in lines[0], proc.stderr
+    assert out.is_file()
+
+
+def test_modality_lut_sequence_is_applied() -> None:
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.pixels import apply_modality_lut
+
+    path = get_testdata_file("mlut_18.dcm")
+    ds = pydicom.dcmread(path)
+    expected = apply_modality_lut(ds.pixel_array, ds)
+    assert not np.array_equal(expected, ds.pixel_array)  # the LUT changes the values
+    v = load(path)
+    assert v.meta["rescale"] == {"applied_by": "Modality LUT Sequence"}
+    np.testing.assert_array_equal(v.array[..., 0].T, expected)
+
+
+def test_simpleitk_fallback_prints_no_pydicom_traceback(tmp_path: Path) -> None:
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("JPGExtended.dcm")  # 12-bit JPEG Extended: no pydicom plugin decodes it
+    v = load(path)
+    assert v.meta["rescale"] == {"applied_by": "SimpleITK"}
+    proc = _medseg("convert", "-i", path, "-o", str(tmp_path / "x.nii.gz"))
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and 'File "' not in proc.stderr, proc.stderr
+    assert "decoded with SimpleITK" in proc.stderr  # one INFO line says what happened

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Optional
 
@@ -11,7 +12,10 @@ import typer
 from medseg.cli.vocabulary import INPUT_NAMES, OUTPUT_NAMES, hidden_argument, input_option, output_option, pick
 
 _SERIES_COLUMNS = ("series_uid", "modality", "description", "images", "size", "orientation", "geometry", "first_file")
-_META_KEYS = ("format", "modality", "series_uid", "number_of_slices", "rescale", "resampled", "resample_reason")
+_META_KEYS = ("format", "modality", "series_uid", "number_of_slices", "rescale", "patient_geometry", "resampled",
+              "resample_reason")
+
+log = logging.getLogger(__name__)
 
 
 def _volume_summary(volume: Any) -> dict[str, Any]:
@@ -90,6 +94,9 @@ def convert(
     from medseg.io import load, save
 
     volume = load(input, series_uid=series, resample=resample)
+    if volume.meta.get("patient_geometry") is False:
+        log.warning("%s: no ImagePositionPatient/ImageOrientationPatient (%s): the geometry written to %s is "
+                    "made up (identity orientation at the origin)", input, volume.meta.get("modality") or "?", output)
     save(volume, output)
     typer.echo(f"wrote {output}: {volume}")
     if volume.meta.get("resampled"):

@@ -1,6 +1,8 @@
 """Atomic file writes: write under a temporary name in the target folder, then rename.
 
-A crash or kill never leaves a half-written file under the final name.
+A crash or kill never leaves a half-written file under the final name. Files get the
+permissions every other tool gives them, ``0o666 & ~umask`` (``tempfile.mkstemp`` alone
+would leave them ``0600``, unreadable to the group sharing a project folder).
 """
 
 from __future__ import annotations
@@ -8,17 +10,44 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows.
+
+    Linux reports it in ``/proc/self/status``; elsewhere it is read by setting and
+    restoring it under a lock (``os.umask`` has no read-only form).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], *, mode: int | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it onto ``path``.
 
     The temporary name keeps the full suffix (``.nii.gz``) so that libraries that
     choose the format from the extension still work. On error the temporary file
     is removed and the final path is left untouched.
+
+    Args:
+        path: the final file.
+        mode: permission bits of the final file; default ``0o666 & ~umask``, as
+            ``open()`` would give (pass ``0o600`` for a file only the owner may read).
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -28,6 +57,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, (0o666 & ~current_umask()) if mode is None else mode)
         os.replace(tmp, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -46,4 +76,4 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
-__all__ = ["atomic_path", "write_bytes_atomic", "write_text_atomic"]
+__all__ = ["atomic_path", "current_umask", "write_bytes_atomic", "write_text_atomic"]

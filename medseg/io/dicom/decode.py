@@ -4,15 +4,21 @@ Uncompressed little-endian single-frame files are read straight from the file of
 found while reading headers (no second header parse); everything else goes through
 pydicom's pixel handlers (pylibjpeg-openjpeg, pylibjpeg-rle, python-gdcm, pyjpegls, all
 permissively licensed), with SimpleITK/GDCM as a last resort. Files are decoded in a
-thread pool. Rescale slope/intercept are applied per frame by :func:`rescale`.
+thread pool. Rescale slope/intercept are applied per frame by :func:`rescale`; a Modality
+LUT Sequence, where present, is applied by pydicom (``pydicom.pixels.apply_modality_lut``)
+while decoding. What pydicom logs during an attempt that medseg recovers from (a plugin
+that failed before another succeeded, or before the SimpleITK fallback did) is kept off
+the user's stderr: it goes to medseg's debug log, one line per record, without traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -46,6 +52,68 @@ TRANSFER_SYNTAX_NAMES = {
     "1.2.840.10008.1.2.4.201": "HTJ2K Lossless",
     "1.2.840.10008.1.2.4.203": "HTJ2K",
 }
+
+
+#: what :func:`decode_frames` reports when frames come back in output units already
+BY_SIMPLEITK = "SimpleITK"
+BY_MODALITY_LUT = "Modality LUT Sequence"
+
+
+class _PydicomLogHold(logging.Filter):
+    """Holds back the records pydicom logs in the threads that are inside :func:`_held_pydicom_log`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: dict[int, list[logging.LogRecord]] = {}
+        self.lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        with self.lock:
+            bucket = self.held.get(threading.get_ident())
+        if bucket is None:
+            return True
+        bucket.append(record)
+        return False
+
+
+_HOLD = _PydicomLogHold()
+_HOLD_INSTALLED: set[str] = set()
+
+
+def _install_hold() -> None:
+    """Attach the filter to pydicom's loggers (a logger's filters see only its own records)."""
+    import pydicom  # noqa: F401  (its loggers exist once it is imported)
+
+    names = ["pydicom", *(n for n in logging.Logger.manager.loggerDict if n.startswith("pydicom."))]
+    with _HOLD.lock:
+        for name in names:
+            if name not in _HOLD_INSTALLED:
+                logging.getLogger(name).addFilter(_HOLD)
+                _HOLD_INSTALLED.add(name)
+
+
+@contextlib.contextmanager
+def _held_pydicom_log(path: Path) -> Iterator[None]:
+    """Run a decoding attempt with pydicom's log records of this thread held back.
+
+    Afterwards records without exception info are handled as usual; tracebacks of failed
+    attempts (pydicom logs one per plugin that fails) become one debug line each.
+    """
+    _install_hold()
+    ident = threading.get_ident()
+    bucket: list[logging.LogRecord] = []
+    with _HOLD.lock:
+        _HOLD.held[ident] = bucket
+    try:
+        yield
+    finally:
+        with _HOLD.lock:
+            del _HOLD.held[ident]
+        for record in bucket:
+            if record.exc_info or record.levelno >= logging.ERROR:
+                log.debug("%s: pydicom: %s", path, record.getMessage().splitlines()[0] if record.getMessage() else "")
+            else:
+                logging.getLogger(record.name).handle(record)
 
 
 def _workers() -> int:
@@ -109,11 +177,12 @@ def _fix_unused_bits(arr: np.ndarray, stored: int, *, signed: bool) -> np.ndarra
     return arr & np.array((1 << stored) - 1, dtype=arr.dtype)
 
 
-def _decode_file(path: Path, frames: Sequence[FrameHeader]) -> tuple[dict[int | None, np.ndarray], bool]:
+def _decode_file(path: Path, frames: Sequence[FrameHeader]) -> tuple[dict[int | None, np.ndarray], str | None]:
     """Decode ``frames`` of one file with pydicom (SimpleITK fallback).
 
-    Returns a mapping frame index -> array ``(rows, cols[, 3])`` and whether the values
-    are already rescaled (the SimpleITK fallback applies slope/intercept itself).
+    Returns a mapping frame index -> array ``(rows, cols[, 3])`` and, when the values are
+    in output units already, what put them there (:data:`BY_SIMPLEITK`: the fallback
+    applies slope/intercept itself; :data:`BY_MODALITY_LUT`), else None.
     """
     import pydicom
 
@@ -124,23 +193,30 @@ def _decode_file(path: Path, frames: Sequence[FrameHeader]) -> tuple[dict[int | 
     except Exception as exc:
         raise InputError(f"{path}: cannot read DICOM file ({type(exc).__name__}: {exc})") from exc
     photometric = first.photometric.upper()
-    try:
-        arr = ds.pixel_array
-        if photometric == "PALETTE COLOR":
-            from pydicom.pixels import apply_color_lut
+    lut = bool(first.extra.get("modality_lut"))
+    with _held_pydicom_log(path):
+        try:
+            arr = ds.pixel_array
+            if photometric == "PALETTE COLOR":
+                from pydicom.pixels import apply_color_lut
 
-            arr = apply_color_lut(arr, ds)
-    except Exception as exc:  # pydicom raises many types for undecodable data
-        reason = f"{type(exc).__name__}: {exc}"
-        if photometric == "PALETTE COLOR":
-            raise InputError(f"{path}: cannot apply the palette colour lookup table ({reason})") from exc
-        fallback = _decode_with_sitk(path, first)
-        if fallback is None:
-            raise InputError(f"{path}: cannot decode pixel data ({ts_name}): {reason}") from exc
-        log.info("%s: decoded with SimpleITK after pydicom failed (%s)", path, reason)
-        arr, rescaled = fallback, True
-    else:
-        rescaled = False
+                arr = apply_color_lut(arr, ds)
+        except Exception as exc:  # pydicom raises many types for undecodable data
+            reason = " ".join(line.strip() for line in f"{type(exc).__name__}: {exc}".splitlines())
+            if photometric == "PALETTE COLOR":
+                raise InputError(f"{path}: cannot apply the palette colour lookup table ({reason})") from exc
+            if lut:
+                raise InputError(f"{path}: cannot decode pixel data ({ts_name}) to apply its Modality LUT "
+                                 f"Sequence: {reason}") from exc
+            fallback = _decode_with_sitk(path, first)
+            if fallback is None:
+                raise InputError(f"{path}: cannot decode pixel data ({ts_name}): {reason}") from exc
+            log.info("%s: decoded with SimpleITK after pydicom failed (%s)", path, reason)
+            arr, applied = fallback, BY_SIMPLEITK
+        else:
+            applied = None
+    if lut:
+        arr, applied = _apply_modality_lut(path, arr, ds), BY_MODALITY_LUT
     n = first.number_of_frames
     if "mosaic" in first.extra:
         from medseg.io.dicom.mosaic import split_mosaic
@@ -151,14 +227,24 @@ def _decode_file(path: Path, frames: Sequence[FrameHeader]) -> tuple[dict[int | 
         if arr.ndim != 2:
             raise InputError(f"{path}: MOSAIC image decodes to shape {arr.shape}, expected 2D")
         tiles = split_mosaic(arr, n_images, m, r, c)
-        return {f.frame: tiles[f.frame or 0] for f in frames}, rescaled
+        return {f.frame: tiles[f.frame or 0] for f in frames}, applied
     colour = first.samples_per_pixel > 1 or photometric == "PALETTE COLOR"
     if n == 1 and arr.ndim == (3 if colour else 2):
         arr = arr[None]
     expected = (n, first.rows, first.columns)
     if tuple(arr.shape[:3]) != expected:
         raise InputError(f"{path}: decoded pixel data has shape {arr.shape}, header says {expected}")
-    return {f.frame: arr[f.frame or 0] for f in frames}, rescaled
+    return {f.frame: arr[f.frame or 0] for f in frames}, applied
+
+
+def _apply_modality_lut(path: Path, arr: np.ndarray, ds: Any) -> np.ndarray:
+    """Stored values -> output units through the Modality LUT Sequence (pydicom's implementation)."""
+    from pydicom.pixels import apply_modality_lut
+
+    try:
+        return apply_modality_lut(arr, ds)
+    except Exception as exc:  # a malformed LUT descriptor or data
+        raise InputError(f"{path}: cannot apply the Modality LUT Sequence ({type(exc).__name__}: {exc})") from exc
 
 
 def _decode_with_sitk(path: Path, first: FrameHeader) -> np.ndarray | None:
@@ -174,11 +260,14 @@ def _decode_with_sitk(path: Path, first: FrameHeader) -> np.ndarray | None:
     return arr
 
 
-def decode_frames(frames: Sequence[FrameHeader]) -> tuple[np.ndarray, bool]:
+def decode_frames(frames: Sequence[FrameHeader]) -> tuple[np.ndarray, str | None]:
     """Decode ``frames`` (same size) into a ``(n, rows, cols)`` or ``(n, rows, cols, 3)`` stack.
 
-    Returns the raw stored values (no rescale) and whether any frame came back already
-    rescaled from the SimpleITK fallback (then every frame is returned rescaled as float32).
+    Returns the raw stored values (no rescale) and None; or, when frames came back in
+    output units already (the SimpleITK fallback, a Modality LUT Sequence), the stack in
+    output units and what converted them (:data:`BY_SIMPLEITK` or :data:`BY_MODALITY_LUT`).
+    When only some frames were converted, every other one is rescaled here and the
+    stack is float32.
 
     Raises:
         InputError: a file is truncated or its transfer syntax cannot be decoded.
@@ -192,6 +281,7 @@ def decode_frames(frames: Sequence[FrameHeader]) -> tuple[np.ndarray, bool]:
         and f.pixel_offset is not None
         and f.transfer_syntax in _NATIVE_LE
         and _native_dtype(f) == native
+        and not f.extra.get("modality_lut")
         for f in frames
     ]
     if native is not None and all(fast):
@@ -213,20 +303,24 @@ def decode_frames(frames: Sequence[FrameHeader]) -> tuple[np.ndarray, bool]:
     for k, f in enumerate(frames):
         by_file[f.path].append(k)
     results: dict[int, np.ndarray] = {}
-    rescaled_ks: set[int] = set()
+    applied_to: dict[int, str] = {}
 
-    def decode_one(item: tuple[Path, list[int]]) -> tuple[list[int], dict[int | None, np.ndarray], bool]:
+    def decode_one(item: tuple[Path, list[int]]) -> tuple[list[int], dict[int | None, np.ndarray], str | None]:
         path, ks = item
-        arrays, rescaled = _decode_file(path, [frames[k] for k in ks])
-        return ks, arrays, rescaled
+        arrays, applied = _decode_file(path, [frames[k] for k in ks])
+        return ks, arrays, applied
 
     with ThreadPoolExecutor(_workers()) as pool:
-        for ks, arrays, rescaled in pool.map(decode_one, by_file.items()):
+        for ks, arrays, applied in pool.map(decode_one, by_file.items()):
             for k in ks:
                 results[k] = arrays[frames[k].frame]
-                if rescaled:
-                    rescaled_ks.add(k)
-    if rescaled_ks:  # bring every frame to rescaled float32 values
+                if applied:
+                    applied_to[k] = applied
+    rescaled_ks = set(applied_to)
+    how = sorted(set(applied_to.values()))
+    if how == [BY_MODALITY_LUT] and len(rescaled_ks) == n:
+        pass  # every frame through its LUT: keep the LUT's integer type
+    elif rescaled_ks:  # bring every frame to rescaled float32 values
         for k in results:
             a = results[k].astype(np.float32)
             if k not in rescaled_ks and a.ndim == 2:
@@ -239,7 +333,7 @@ def decode_frames(frames: Sequence[FrameHeader]) -> tuple[np.ndarray, bool]:
     stack = np.empty((n, *next(iter(shapes))), dtype=dtype)
     for k, a in results.items():
         stack[k] = a
-    return stack, bool(rescaled_ks)
+    return stack, " + ".join(how) if how else None
 
 
 def rescale(stack: np.ndarray, frames: Sequence[FrameHeader]) -> tuple[np.ndarray, dict[str, Any]]:
@@ -296,4 +390,4 @@ def rescale(stack: np.ndarray, frames: Sequence[FrameHeader]) -> tuple[np.ndarra
     return out, record
 
 
-__all__ = ["decode_frames", "rescale", "TRANSFER_SYNTAX_NAMES"]
+__all__ = ["decode_frames", "rescale", "TRANSFER_SYNTAX_NAMES", "BY_SIMPLEITK", "BY_MODALITY_LUT"]

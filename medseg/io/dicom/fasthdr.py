@@ -6,7 +6,7 @@ little-endian dataset (explicit or implicit VR), keeps the ~25 elements medseg n
 as raw bytes and records where PixelData starts. It hands everything it does not
 handle back to pydicom (returns None): files without the ``DICM`` preamble, big-endian
 or deflated datasets, multi-frame files, functional groups, RT dose grids, Siemens
-mosaics, float pixel data, anything malformed or longer than the bytes it read.
+mosaics, float pixel data, a Modality LUT Sequence, anything malformed or longer than the bytes it read.
 The test suite checks that it yields the same headers as the pydicom path.
 """
 
@@ -52,8 +52,9 @@ NEEDED: dict[int, str] = {
     0x00281053: "RescaleSlope",
 }
 _KEYWORD_TO_TAG = {v: k for k, v in NEEDED.items()}
-#: elements whose presence sends the file to pydicom (multi-frame geometry, dose grids, mosaics, float pixels)
-_BAIL = {0x52009229, 0x52009230, 0x3004000C, 0x3004000E, 0x0019100A, 0x7FE00008, 0x7FE00009}
+#: elements whose presence sends the file to pydicom (multi-frame geometry, dose grids, mosaics, float
+#: pixels, a Modality LUT Sequence)
+_BAIL = {0x52009229, 0x52009230, 0x3004000C, 0x3004000E, 0x0019100A, 0x7FE00008, 0x7FE00009, 0x00283000}
 _PIXEL_DATA = 0x7FE00010
 
 

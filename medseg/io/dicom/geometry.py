@@ -33,7 +33,9 @@ SPACING_ABS_TOL_MM = 1e-3
 class Geometry:
     """Sorted frames and the regular-grid description of a series.
 
-    ``affine`` is voxel ``(i, j, k)`` -> RAS+ mm. ``regular`` is False when slices are
+    ``affine`` is voxel ``(i, j, k)`` -> RAS+ mm; without patient geometry (``patient`` False:
+    secondary capture, ultrasound, NM without ImagePositionPatient/ImageOrientationPatient)
+    it is made up, an LPS-aligned grid at the origin. ``regular`` is False when slices are
     unevenly spaced or sheared (gantry tilt); ``problem`` then says why, and
     :mod:`medseg.io.resample` can place the slices on a regular grid.
     """
@@ -46,6 +48,7 @@ class Geometry:
     problem: str | None
     kind: str | None  # "tilt", "uneven", "missing" or None
     warnings: list[str]
+    patient: bool = True  # False: no ImagePositionPatient/ImageOrientationPatient, the affine is made up
 
 
 def _long_name(f: FrameHeader) -> str:
@@ -198,8 +201,10 @@ def _geometry_without_positions(frames: Sequence[FrameHeader], *, series: str) -
     spacing = frames[0].pixel_spacing or (1.0, 1.0)
     affine = np.diag([-spacing[1], -spacing[0], 1.0, 1.0])  # LPS-aligned default, as ITK does
     warnings = [
-        "no patient geometry (ImagePositionPatient/ImageOrientationPatient): identity orientation "
-        + ("and frames stacked 1 mm apart in file order" if len(frames) > 1 else "assumed")
+        "no patient geometry (ImagePositionPatient/ImageOrientationPatient): the geometry is made up, "
+        "identity orientation at the origin"
+        + (" with frames stacked 1 mm apart in file order" if len(frames) > 1 else "")
+        + "; do not compare it in world space with other images"
     ]
     if frames[0].pixel_spacing is None:
         warnings.append("no PixelSpacing: in-plane spacing set to 1 mm")
@@ -207,6 +212,7 @@ def _geometry_without_positions(frames: Sequence[FrameHeader], *, series: str) -
     return Geometry(
         frames=list(frames), affine=affine, positions_mm=np.arange(n, dtype=np.float64),
         inplane_shift_mm=np.zeros((n, 2)), regular=True, problem=None, kind=None, warnings=warnings,
+        patient=False,
     )
 
 

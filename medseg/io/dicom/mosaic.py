@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from medseg.errors import InputError
+
 log = logging.getLogger(__name__)
 
 N_MOSAIC_TAG = (0x0019, 0x100A)
@@ -58,6 +60,11 @@ def mosaic_layout(
     rows, cols = int(ds.Rows), int(ds.Columns)
     m = int(math.ceil(math.sqrt(n_images)))
     r, c = rows // m, cols // m
+    if rows % m or cols % m:  # scanner mosaics are whole tiles; where slices lie is then undefined
+        raise InputError(
+            f"MOSAIC of {cols}x{rows} pixels is not a {m}x{m} grid of whole tiles for {n_images} images "
+            f"({cols / m:.4g} pixels a tile): the file was altered or NumberOfImagesInMosaic is wrong"
+        )
     row_dir = np.asarray(iop[:3], dtype=np.float64)
     col_dir = np.asarray(iop[3:], dtype=np.float64)
     first = (

@@ -10,7 +10,10 @@ Rules (see :mod:`medseg.io.dicom.series` for the geometry convention):
   millimetres; ``resample=True`` instead resamples tilt/uneven spacing onto a regular
   orthogonal grid and records it in ``meta["resampled"]`` / ``meta["resample_reason"]``;
 * RescaleSlope/Intercept are applied per slice (int16 when integral and in range,
-  else float32).
+  else float32); a Modality LUT Sequence is applied instead where present;
+* images without ImagePositionPatient/ImageOrientationPatient (secondary capture,
+  ultrasound, ...) get a made-up LPS-aligned affine at the origin, recorded as
+  ``meta["patient_geometry"] = False`` with a warning in ``meta["warnings"]``.
 
 The volume array is ``[i, j, k]``: i along the image columns (IOP[0:3]), j along the
 rows (IOP[3:6]), k along the slice normal; the affine maps to RAS+ mm.
@@ -105,6 +108,12 @@ def _choose(series: list[SeriesInfo], series_uid: str | None, where: str) -> tup
         if best is not None:
             log.info("%s: %s", where, note)
             return best, note
+        files = ", ".join(Path(s.frames[0].path).name for s in real[:3]) + (", ..." if len(real) > 3 else "")
+        raise InputError(
+            f"{where}: series {real[0].series_uid} holds only localizer-like stacks ({len(real)} stacks of at most "
+            f"3 images in different orientations or sizes, a scout or tri-plane pilot), no image volume; "
+            f"load one of its files ({files}) to get a single plane"
+        )
     if len(real) > 1:
         what = f"series {series_uid} has {len(real)} parts with different orientation or image size" if series_uid \
             else f"{len(real)} image series"
@@ -150,9 +159,9 @@ def load_dicom(
         )
     from medseg.io.dicom.decode import decode_frames, rescale
 
-    stack, rescaled = decode_frames(geometry.frames)
-    if rescaled:
-        record: dict[str, Any] = {"applied_by": "SimpleITK"}
+    stack, applied_by = decode_frames(geometry.frames)
+    if applied_by:
+        record: dict[str, Any] = {"applied_by": applied_by}
         if stack.ndim == 3 and np.all(np.mod(stack, 1) == 0) and stack.min() >= -32768 and stack.max() <= 32767:
             stack = stack.astype(np.int16)
     else:
@@ -177,6 +186,7 @@ def load_dicom(
         "dicom_frames": frame_table(geometry.frames, slice_spacing_mm=float(np.linalg.norm(geometry.affine[:3, 2]))),
         "rescale": record,
         "warnings": warnings,
+        "patient_geometry": geometry.patient,
         "resampled": False,
         "resample_reason": None,
     }

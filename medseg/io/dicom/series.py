@@ -336,6 +336,7 @@ def frames_from_dataset(ds: Any, path: Path, pixel_offset: int | None, *, pixel_
         "pixel_representation": _us(ds, "PixelRepresentation") or 0,
         "float_pixels": float_pixels,
         "header_slice_thickness": _float(_text(ds, "SliceThickness"), 0.0),
+        "modality_lut": "ModalityLUTSequence" in ds,
     }
     thickness = _float(_text(ds, "SpacingBetweenSlices"), _float(_text(ds, "SliceThickness"), 0.0))
     if "DoseGridScaling" in ds:
@@ -346,7 +347,10 @@ def frames_from_dataset(ds: Any, path: Path, pixel_offset: int | None, *, pixel_
     if n_mosaic and iop is not None and ipp is not None and spacing is not None:
         from medseg.io.dicom.mosaic import mosaic_layout
 
-        m, r, c, positions, warn = mosaic_layout(ds, n_mosaic, iop, ipp, spacing)
+        try:
+            m, r, c, positions, warn = mosaic_layout(ds, n_mosaic, iop, ipp, spacing)
+        except InputError as exc:
+            raise InputError(f"{path}: {exc}") from exc
         base.update(rows=r, columns=c)
         mosaic = {"mosaic": (n_mosaic, m, r, c), "mosaic_warnings": warn}
         return [
