@@ -22,7 +22,7 @@ app = typer.Typer(
 # (module under medseg.cli, attribute) of each command; a module may also export a sub-app.
 COMMAND_MODULES: tuple[str, ...] = (
     "io_cmds", "batch_cmds", "phantom_cmds", "predict_cmd", "evaluate_cmd", "train_cmds", "sam_cmds", "general_cmds",
-    "pacs_cmds",
+    "pacs_cmds", "import_cmds",
 )
 
 

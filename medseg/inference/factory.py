@@ -5,7 +5,9 @@
 (a medseg SAM2 export whose ``model.json`` says ``inference.mode = "prompted"``, or a
 SAM2 checkpoint file such as Meta's ``sam2.1_hiera_tiny.pt``). SAM2 needs prompts: they
 come from another model's prediction (``prompt_model``) or from a label map given per
-study (``prompt_labels`` at predict time).
+study (``prompt_labels`` at predict time). Models trained elsewhere and brought in with
+``medseg import`` (nnU-Net v2, MONAI bundles, model sets; :data:`IMPORTED_FAMILIES`), and raw
+nnU-Net model folders, load as their own segmenters.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ def is_prompted_model(path: PathLike) -> bool:
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such model file or folder")
+    if imported_family(p) is not None:
+        return False
     try:
         info = read_info(p)
     except InputError:
@@ -39,6 +43,37 @@ def is_prompted_model(path: PathLike) -> bool:
             return True
         raise
     return info.get("inference", {}).get("mode") == "prompted"
+
+
+#: families of models trained elsewhere, imported by ``medseg import``: name -> "module:class" of their segmenter
+IMPORTED_FAMILIES = {
+    "nnunet": "medseg.inference.nnunet:NnunetSegmenter",
+    "monai_bundle": "medseg.inference.monai_bundle:BundleSegmenter",
+    "model_set": "medseg.inference.model_set:ModelSet",
+}
+
+
+def imported_family(path: PathLike) -> str | None:
+    """The family of an imported model (an export of :data:`IMPORTED_FAMILIES`, or a raw nnU-Net
+    model folder: ``"nnunet"``), ``None`` for medseg's own models. Reads only JSON files."""
+    from medseg.models.export import read_export
+    from medseg.models.nnunet import is_model_folder
+
+    p = Path(path)
+    if is_model_folder(p):
+        return "nnunet"
+    try:
+        name = read_export(p).name
+    except Exception:  # not an export: medseg's own checks report it
+        return None
+    return name if name in IMPORTED_FAMILIES else None
+
+
+def _load_imported(family: str, path: PathLike, *, device: str | None, tta: bool) -> Any:
+    import importlib
+
+    module, _, cls = IMPORTED_FAMILIES[family].partition(":")
+    return getattr(importlib.import_module(module), cls).from_path(path, device=device, tta=tta)
 
 
 @dataclass(frozen=True)
@@ -128,6 +163,12 @@ def load_segmenter(
     from medseg.inference.predictor import Predictor
 
     paths = [model] if isinstance(model, (str, os.PathLike)) else list(model)
+    families = [imported_family(p) for p in paths]
+    if any(families):
+        if len(paths) > 1 or prompt_model is not None or prompt_labels_given:
+            raise ConfigError(f"{paths[0]}: an imported {next(f for f in families if f)} model is used alone "
+                              "(no ensemble with other --model, no prompts); combine models with a model set")
+        return _load_imported(families[0], paths[0], device=device, tta=tta)
     if not check_prompt_sources(paths, prompt_model=prompt_model, prompt_labels_given=prompt_labels_given):
         return Predictor.from_run(paths if len(paths) > 1 else paths[0], device=device, tta=tta)
     from medseg.sam.study import Sam2Refiner
@@ -138,4 +179,5 @@ def load_segmenter(
                        axis=settings.axis, mode=settings.mode, device=device)
 
 
-__all__ = ["load_segmenter", "check_prompt_sources", "is_prompted_model", "PromptSettings"]
+__all__ = ["load_segmenter", "check_prompt_sources", "is_prompted_model", "imported_family", "PromptSettings",
+           "IMPORTED_FAMILIES"]

@@ -1,0 +1,450 @@
+"""nnU-Net v2 inference, reproduced: :class:`NnunetSegmenter` gives nnU-Net's own results.
+
+Array axes: nnU-Net works on SimpleITK's ``[z, y, x]`` order, the reverse of a
+:class:`~medseg.Volume`'s ``[i, j, k]``; spacings in mm follow the same order. The steps
+are nnU-Net's (``DefaultPreprocessor``, ``nnUNetPredictor``, ``export_prediction``), with
+the same dtypes so that probabilities agree to float16 rounding:
+
+1. ``transpose_forward`` of the plans; crop to the nonzero bounding box (holes filled);
+2. per-channel normalisation (``CTNormalization`` from the plans' foreground intensity
+   properties, ``ZScoreNormalization`` with or without the nonzero mask, ...), then
+   resampling to the configuration's spacing: cubic spline, or for anisotropic data
+   (max/min spacing > 3) in-plane cubic and nearest along the coarse axis;
+3. padding to the patch size, Gaussian-weighted sliding window (``tile_step_size``,
+   sigma = patch/8) accumulating logits in float16, mirroring over the allowed axes,
+   logits averaged over folds;
+4. logits resampled back to the cropped input grid *one channel at a time* (linear,
+   separate coarse axis as above), reduced to labels by a running argmax (softmax models)
+   or by painting ``regions_class_order`` where the sigmoid exceeds 0.5 (region models),
+   then un-cropped and transposed back. All classes at the input's resolution are held
+   only when probabilities are asked for.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from medseg.errors import InputError, ModelError
+from medseg.volume import Volume
+
+log = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike[str]
+ANISO_THRESHOLD = 3.0  # nnU-Net's: spacing max/min above this resamples the coarse axis separately
+
+
+# -- preprocessing -----------------------------------------------------------------------
+def nonzero_bbox(data: np.ndarray) -> tuple[list[list[int]], np.ndarray]:
+    """Half-open bounding box ``[[start, end], ...]`` of the nonzero region of ``data`` ``[C, *spatial]``
+    (holes filled, any channel), and that mask. An all-zero image keeps its full extent."""
+    from scipy.ndimage import binary_fill_holes
+
+    mask = binary_fill_holes(np.any(data != 0, axis=0))
+    bbox = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(np.any(mask, axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        bbox.append([int(hit[0]), int(hit[-1]) + 1] if hit.size else [0, mask.shape[axis]])
+    return bbox, mask
+
+
+def _normalize(image: np.ndarray, scheme: str, *, use_mask: bool, mask: np.ndarray, props: dict[str, Any]) -> np.ndarray:
+    """One channel normalised as nnU-Net's scheme ``scheme`` (float32, in place where nnU-Net is)."""
+    image = image.astype(np.float32, copy=False)
+    eps = 1e-8
+    if scheme == "CTNormalization":
+        np.clip(image, props["percentile_00_5"], props["percentile_99_5"], out=image)
+        image -= props["mean"]
+        image /= max(props["std"], eps)
+    elif scheme == "ZScoreNormalization":
+        if use_mask:
+            values = image[mask]
+            mean, std = values.mean(), values.std()
+            image[mask] = (values - mean) / max(std, eps)
+        else:
+            mean, std = image.mean(), image.std()
+            image -= mean
+            image /= max(std, eps)
+    elif scheme == "NoNormalization":
+        pass
+    elif scheme == "RescaleTo01Normalization":
+        image -= image.min()
+        image /= np.clip(image.max(), a_min=eps, a_max=None)
+    elif scheme == "RGBTo01Normalization":
+        image /= 255.0
+    else:
+        raise ModelError(f"plans.json: normalisation scheme {scheme!r} is not supported; known: CTNormalization, "
+                         "ZScoreNormalization, NoNormalization, RescaleTo01Normalization, RGBTo01Normalization")
+    return image
+
+
+def separate_axis(current: Sequence[float], new: Sequence[float], force: bool | None = None) -> int | None:
+    """The coarse axis nnU-Net resamples separately (nearest) for anisotropic spacings, or ``None``.
+
+    Example:
+        >>> separate_axis([5.0, 1.0, 1.0], [2.0, 1.0, 1.0]), separate_axis([1.0, 1.0, 1.0], [1.5, 1.5, 1.5])
+        (0, None)
+    """
+    def lowres(spacing: Sequence[float]) -> np.ndarray:
+        s = np.asarray(spacing, dtype=float)
+        return np.where(max(s) / s == 1)[0]
+
+    if force is not None:
+        axes = lowres(current) if force else None
+    elif max(current) / min(current) > ANISO_THRESHOLD:
+        axes = lowres(current)
+    elif max(new) / min(new) > ANISO_THRESHOLD:
+        axes = lowres(new)
+    else:
+        axes = None
+    return int(axes[0]) if axes is not None and len(axes) == 1 else None
+
+
+def _resize(image: np.ndarray, shape: Sequence[int], order: int) -> np.ndarray:
+    """``skimage.transform.resize(image, shape, order, mode="edge", anti_aliasing=False)`` (float64)."""
+    from scipy import ndimage
+
+    if tuple(image.shape) == tuple(shape):
+        return image.copy()
+    zoom = [n / o for n, o in zip(shape, image.shape)]
+    out = ndimage.zoom(image, zoom, order=order, mode="nearest", grid_mode=True)
+    if order > 0:
+        np.clip(out, image.min(), image.max(), out=out)
+    return out
+
+
+def resample_channel(image: np.ndarray, shape: Sequence[int], current: Sequence[float], new: Sequence[float], *,
+                     order: int = 3, order_z: int = 0, force_separate_z: bool | None = None) -> np.ndarray:
+    """One channel resampled to ``shape`` as nnU-Net's ``resample_data_or_seg`` (float64 result).
+
+    Spacings in mm, in the array's axis order; with a separate axis (:func:`separate_axis`)
+    every slice across it is resized with ``order`` and that axis with ``order_z``.
+    """
+    from scipy.ndimage import map_coordinates
+
+    shape = [int(n) for n in shape]
+    if list(image.shape) == shape:
+        return image
+    image = image.astype(float, copy=False)
+    axis = separate_axis(current, new, force_separate_z)
+    if axis is None:
+        return _resize(image, shape, order)
+    plane = [n for a, n in enumerate(shape) if a != axis]
+    tmp = list(shape)
+    tmp[axis] = image.shape[axis]
+    here = np.zeros(tmp)
+    for s in range(image.shape[axis]):
+        index = tuple(s if a == axis else slice(None) for a in range(3))
+        here[index] = _resize(image[index], plane, order)
+    if image.shape[axis] == shape[axis]:
+        return here
+    grids = np.mgrid[: shape[0], : shape[1], : shape[2]].astype(float)
+    for a in range(3):
+        grids[a] = here.shape[a] / shape[a] * (grids[a] + 0.5) - 0.5
+    return map_coordinates(here, grids, order=order_z, mode="nearest")
+
+
+def _fn_kwargs(config: dict[str, Any], key: str) -> dict[str, Any]:
+    name = config.get(f"resampling_fn_{key}", "resample_data_or_seg_to_shape")
+    if name not in ("resample_data_or_seg_to_shape", "resample_data_or_seg_to_spacing"):
+        raise ModelError(f"plans.json: resampling_fn_{key} {name!r} is not supported "
+                         "(resample_data_or_seg_to_shape is)")
+    kw = dict(config.get(f"resampling_fn_{key}_kwargs", {}))
+    return {"order": int(kw.get("order", 3 if key == "data" else 1)), "order_z": int(kw.get("order_z", 0)),
+            "force_separate_z": kw.get("force_separate_z")}
+
+
+class Preprocessed:
+    """nnU-Net's preprocessed case: ``data`` ``[C, *model grid]`` float32 and how to undo it."""
+
+    def __init__(self, data: np.ndarray, *, shape_before_cropping: tuple[int, ...], bbox: list[list[int]],
+                 cropped_shape: tuple[int, ...], original_spacing: list[float], target_spacing: list[float]) -> None:
+        self.data = data
+        self.shape_before_cropping = shape_before_cropping
+        self.bbox = bbox
+        self.cropped_shape = cropped_shape
+        self.original_spacing = original_spacing
+        self.target_spacing = target_spacing
+
+
+def to_nnunet_axes(volume: Volume) -> tuple[np.ndarray, list[float]]:
+    """``volume`` as nnU-Net reads the same file with SimpleITK: ``[C, z, y, x]`` float32, spacing ``[z, y, x]`` mm."""
+    arr = volume.array if volume.channel_first else volume.array[None]
+    if arr.ndim != 4:
+        raise InputError(f"expected a 3D volume, got spatial shape {volume.spatial_shape}")
+    return np.ascontiguousarray(arr.transpose(0, 3, 2, 1)).astype(np.float32), list(volume.spacing)[::-1]
+
+
+def preprocess(data: np.ndarray, spacing: Sequence[float], plans: dict[str, Any], config: dict[str, Any]) -> Preprocessed:
+    """nnU-Net's ``DefaultPreprocessor.run_case_npy`` for an image ``[C, z, y, x]`` with ``spacing`` (mm, same order)."""
+    forward = list(plans.get("transpose_forward", [0, 1, 2]))
+    data = data.astype(np.float32).transpose([0, *[i + 1 for i in forward]])
+    original_spacing = [float(spacing[i]) for i in forward]
+    shape_before = tuple(data.shape[1:])
+    bbox, mask = nonzero_bbox(data)
+    crop = tuple(slice(a, b) for a, b in bbox)
+    data = np.ascontiguousarray(data[(slice(None), *crop)])
+    mask = mask[crop]
+    target = [float(s) for s in config["spacing"]]
+    if len(target) < data.ndim - 1:  # 2d: the slice axis keeps its spacing
+        target = [original_spacing[0], *target]
+    new_shape = [int(round(o / t * n)) for o, t, n in zip(original_spacing, target, data.shape[1:])]
+    props = plans.get("foreground_intensity_properties_per_channel", {})
+    schemes, use_mask = config["normalization_schemes"], config.get("use_mask_for_norm", [False] * len(data))
+    if len(schemes) != data.shape[0]:
+        raise InputError(f"the model takes {len(schemes)} channel(s), the image has {data.shape[0]}")
+    kw = _fn_kwargs(config, "data")
+    out = np.zeros((data.shape[0], *new_shape), dtype=np.float32)
+    for c in range(data.shape[0]):
+        data[c] = _normalize(data[c], schemes[c], use_mask=bool(use_mask[c]), mask=mask, props=props.get(str(c), {}))
+        out[c] = resample_channel(data[c], new_shape, original_spacing, target, **kw)
+    return Preprocessed(out, shape_before_cropping=shape_before, bbox=bbox, cropped_shape=tuple(data.shape[1:]),
+                        original_spacing=original_spacing, target_spacing=target)
+
+
+# -- sliding window ------------------------------------------------------------------------
+def window_starts(size: int, patch: int, step: float) -> list[int]:
+    """nnU-Net's ``compute_steps_for_sliding_window`` along one axis (voxels).
+
+    Example:
+        >>> window_starts(110, 64, 0.5)
+        [0, 23, 46]
+    """
+    n = int(np.ceil((size - patch) / (patch * step))) + 1
+    if n == 1:
+        return [0]
+    width = (size - patch) / (n - 1)
+    return [int(np.round(width * i)) for i in range(n)]
+
+
+def gaussian_weights(patch: Sequence[int]) -> Any:
+    """nnU-Net's ``compute_gaussian`` (sigma = patch/8, peak 10, float16, no zeros)."""
+    import torch
+    from scipy.ndimage import gaussian_filter
+
+    tmp = np.zeros(patch)
+    tmp[tuple(p // 2 for p in patch)] = 1
+    g = gaussian_filter(tmp, [p / 8 for p in patch], 0, mode="constant", cval=0)
+    g /= np.max(g) / 10
+    t = torch.from_numpy(g).to(dtype=torch.float16)
+    t[t == 0] = torch.min(t[t != 0])
+    return t
+
+
+def _pad_to(data: Any, patch: Sequence[int]) -> tuple[Any, tuple[slice, ...]]:
+    """Zero-pad the last ``len(patch)`` axes to at least ``patch``, centred as nnU-Net's ``pad_nd_image``."""
+    import torch
+
+    shape = list(data.shape)
+    lead = len(shape) - len(patch)
+    target = shape[:lead] + [max(p, s) for p, s in zip(patch, shape[lead:])]
+    below = [(t - s) // 2 for t, s in zip(target, shape)]
+    above = [t - s - b for t, s, b in zip(target, shape, below)]
+    if any(below) or any(above):
+        pads = [v for b, a in zip(reversed(below), reversed(above)) for v in (b, a)]
+        data = torch.nn.functional.pad(data, pads, "constant", 0)
+    return data, tuple(slice(b, b + s) for b, s in zip(below, shape))
+
+
+class NnunetSegmenter:
+    """An nnU-Net v2 model (one or several folds) as a medseg :class:`~medseg.inference.segmenter.Segmenter`.
+
+    Build it with :meth:`from_path` (a medseg export made by ``medseg import nnunet`` or an
+    nnU-Net model folder). ``predict(volume)`` returns labels on ``volume``'s exact grid.
+
+    Attributes:
+        tta: mirror over the checkpoint's ``inference_allowed_mirroring_axes`` (nnU-Net's default is on).
+        tile_step_size: window step as a fraction of the patch (nnU-Net's default 0.5).
+        last_timings: ``preprocess_s``, ``network_s`` (sliding window), ``export_s`` (back to the
+            input grid), ``total_s``.
+    """
+
+    def __init__(self, model: Any, *, device: str | None = None, tta: bool = True, tile_step_size: float = 0.5,
+                 sha256: str = "") -> None:
+        import torch
+
+        from medseg.models.nnunet import build_network, label_layout
+
+        self.model = model
+        self.config = model.config
+        self.layout = label_layout(model.dataset_json)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.network = build_network(self.config, model.dataset_json).to(self.device)
+        self.tta = bool(tta)
+        self.tile_step_size = float(tile_step_size)
+        self.model_sha256 = sha256
+        self.last_timings: dict[str, float] = {}
+
+    @classmethod
+    def from_path(cls, path: PathLike, *, device: str | None = None, tta: bool = True,
+                  folds: Sequence[int | str] | None = None, checkpoint: str = "final") -> "NnunetSegmenter":
+        """Load a medseg nnU-Net export, or an nnU-Net model folder directly (``folds``/``checkpoint`` apply)."""
+        import hashlib
+
+        from medseg.models import nnunet as nn_models
+
+        if nn_models.is_model_folder(path):
+            model = nn_models.read_model_folder(path, folds=folds, checkpoint=checkpoint)
+            files = [f"{path}/fold_{f}/{nn_models.CHECKPOINTS[checkpoint]}" for f in model.folds]
+            from medseg.io.atomic import sha256_file
+
+            digest = hashlib.sha256("+".join(sha256_file(f) for f in files).encode()).hexdigest()
+            return cls(model, device=device, tta=tta, sha256=digest)
+        return cls(nn_models.read_export_model(path), device=device, tta=tta, sha256=nn_models.export_sha256(path))
+
+    @property
+    def label_names(self) -> dict[int, str]:
+        """``{label value: name}`` from ``dataset.json`` (background 0 included)."""
+        return dict(self.layout.names)
+
+    # -- the steps -------------------------------------------------------------------------
+    def preprocess(self, volume: Volume) -> Preprocessed:
+        """nnU-Net's preprocessing of ``volume`` (see :func:`preprocess`)."""
+        data, spacing = to_nnunet_axes(volume)
+        return preprocess(data, spacing, self.model.plans, self.config)
+
+    def _mirrored(self, x: Any) -> Any:
+        prediction = self.network(x)
+        if self.tta and self.model.mirror_axes:
+            axes = [a + 2 for a in self.model.mirror_axes]
+            combos = [c for i in range(len(axes)) for c in itertools.combinations(axes, i + 1)]
+            for dims in combos:
+                prediction += torch_flip(self.network(torch_flip(x, dims)), dims)
+            prediction /= len(combos) + 1
+        return prediction
+
+    def _sliding_window(self, data: Any) -> Any:
+        """Logits ``[heads, *data spatial]`` (float16) of one fold, as ``nnUNetPredictor``."""
+        import torch
+
+        patch = [int(p) for p in self.config["patch_size"]]
+        data, unpad = _pad_to(data, patch)
+        spatial = data.shape[1:]
+        logits = torch.zeros((self.layout.num_channels, *spatial), dtype=torch.half, device=self.device)
+        counts = torch.zeros(spatial, dtype=torch.half, device=self.device)
+        gauss = gaussian_weights(patch).to(self.device)
+        if len(patch) < len(spatial):  # 2d: every slice along the first axis
+            steps = [window_starts(s, p, self.tile_step_size) for s, p in zip(spatial[1:], patch)]
+            slicers = [(slice(None), d, *[slice(a, a + p) for a, p in zip(start, patch)])
+                       for d in range(spatial[0]) for start in itertools.product(*steps)]
+        else:
+            steps = [window_starts(s, p, self.tile_step_size) for s, p in zip(spatial, patch)]
+            slicers = [(slice(None), *[slice(a, a + p) for a, p in zip(start, patch)])
+                       for start in itertools.product(*steps)]
+        for sl in slicers:
+            window = torch.clone(data[sl][None], memory_format=torch.contiguous_format)
+            prediction = self._mirrored(window)[0]
+            prediction *= gauss
+            logits[sl] += prediction
+            counts[sl[1:]] += gauss
+        torch.div(logits, counts, out=logits)
+        if torch.any(torch.isinf(logits)):
+            raise ModelError("nnU-Net logits overflowed float16 (inf): the network's outputs are too large")
+        return logits[(slice(None), *unpad[1:])]
+
+    def network_logits(self, pre: Preprocessed) -> Any:
+        """Fold-averaged logits ``[heads, *model grid]`` (float16, CPU) of a preprocessed case."""
+        import contextlib
+
+        import torch
+
+        data = torch.from_numpy(pre.data).to(self.device)
+        autocast = torch.autocast(self.device.type) if self.device.type == "cuda" else contextlib.nullcontext()
+        prediction = None
+        with torch.inference_mode(), autocast:
+            for state in self.model.states:
+                self.network.load_state_dict(state)
+                logits = self._sliding_window(data).to("cpu")
+                prediction = logits if prediction is None else prediction + logits
+            if len(self.model.states) > 1:
+                prediction /= len(self.model.states)
+        return prediction
+
+    def to_input_grid(self, logits: Any, pre: Preprocessed, *, probabilities: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Labels (and optionally probabilities) on nnU-Net's input array ``[z, y, x]`` from model-grid logits."""
+        import torch
+
+        kw = _fn_kwargs(self.config, "probabilities")
+        current = pre.target_spacing
+        crop = tuple(slice(a, b) for a, b in pre.bbox)
+        values = np.asarray(self.layout.channel_labels)
+        dtype = np.uint8 if values.max() < 256 else np.uint16
+        seg = np.zeros(pre.cropped_shape, dtype=dtype)
+        best = None
+        probs = np.zeros((logits.shape[0], *pre.cropped_shape), dtype=np.float16) if probabilities else None
+        logits_np = logits.numpy()
+        for c in range(logits.shape[0]):
+            channel = logits_np[c]
+            if tuple(channel.shape) != tuple(pre.cropped_shape):
+                channel = resample_channel(channel, pre.cropped_shape, current, pre.original_spacing, **kw)
+            channel = channel.astype(np.float16, copy=False)
+            if probs is not None:
+                probs[c] = channel
+            if self.layout.regions is not None:
+                seg[torch.sigmoid(torch.from_numpy(channel).float()).numpy() > 0.5] = values[c]
+            elif best is None:
+                best = channel.copy()
+            else:
+                better = channel > best
+                seg[better] = values[c]
+                np.maximum(best, channel, out=best)
+        out = np.zeros(pre.shape_before_cropping, dtype=dtype)
+        out[crop] = seg
+        prob_out = None
+        if probs is not None:
+            t = torch.from_numpy(probs).float()
+            p = (torch.sigmoid(t) if self.layout.regions is not None else torch.softmax(t, 0)).numpy()
+            prob_out = np.zeros((p.shape[0], *pre.shape_before_cropping), dtype=np.float32)
+            if self.layout.regions is None:
+                prob_out[0] = 1
+            prob_out[(slice(None), *crop)] = p
+        backward = list(self.model.plans.get("transpose_backward", [0, 1, 2]))
+        out = out.transpose(backward)
+        if prob_out is not None:
+            prob_out = prob_out.transpose([0, *[i + 1 for i in backward]])
+        return out, prob_out
+
+    def predict(self, volume: Volume, *, return_probabilities: bool = False) -> Any:
+        """Segment ``volume`` as nnU-Net would the same image file; labels on ``volume``'s exact grid.
+
+        Returns:
+            A label Volume (``uint8``; ``uint16`` beyond 255), with ``return_probabilities`` also
+            a float32 ``[C, i, j, k]`` Volume of the softmax (or per-region sigmoid) outputs.
+        """
+        t0 = time.perf_counter()
+        pre = self.preprocess(volume)
+        t1 = time.perf_counter()
+        logits = self.network_logits(pre)
+        t2 = time.perf_counter()
+        labels, probs = self.to_input_grid(logits, pre, probabilities=return_probabilities)
+        del logits
+        labels = np.ascontiguousarray(labels.transpose(2, 1, 0))
+        t3 = time.perf_counter()
+        self.last_timings = {"preprocess_s": t1 - t0, "network_s": t2 - t1, "export_s": t3 - t2, "total_s": t3 - t0}
+        meta = {**{k: v for k, v in volume.meta.items() if k not in ("canonical_from", "resampled_from")},
+                "prediction": {"model_sha256": self.model_sha256, "family": "nnunet",
+                               "configuration": self.model.configuration, "folds": list(self.model.folds),
+                               "label_names": {str(k): v for k, v in self.label_names.items()}, "tta": self.tta,
+                               "device": str(self.device),
+                               "timings": {k: round(v, 4) for k, v in self.last_timings.items()}}}
+        result = Volume(labels, volume.affine.copy(), meta, is_label=True)
+        if not return_probabilities:
+            return result
+        p = np.ascontiguousarray(probs.transpose(0, 3, 2, 1))
+        return result, Volume(p, volume.affine.copy(), {"kind": "probabilities"}, channel_first=True)
+
+
+def torch_flip(x: Any, dims: Sequence[int]) -> Any:
+    import torch
+
+    return torch.flip(x, dims)
+
+
+__all__ = ["NnunetSegmenter", "preprocess", "to_nnunet_axes", "resample_channel", "separate_axis", "window_starts",
+           "gaussian_weights", "nonzero_bbox"]
