@@ -22,7 +22,7 @@ from pathlib import Path
 
 
 def make_model(out: Path) -> Path:
-    from medseg.models.random_export import make_random_export
+    from medseg.testing import make_random_export
 
     return make_random_export(out, model_config={"arch": "dynunet", "filters": [16, 32, 64, 128]},
                               patch_size=(48, 48, 32), overlap=0.5, batch_size=2)

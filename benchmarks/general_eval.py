@@ -68,7 +68,7 @@ def best_of(fn: Callable[[], Any], repeat: int) -> tuple[Any, float]:
 
 def medseg_arrays(preds: list[np.ndarray], refs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, float]:
     """The confusion/mIoU part of ``evaluate_image_folder`` on arrays: ``(confusion, iou, miou)``."""
-    from medseg.general.evaluate import _check_labels, dataset_metrics
+    from medseg.evaluation.images import _check_labels, dataset_metrics
     from medseg.metrics import confusion
 
     total = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)

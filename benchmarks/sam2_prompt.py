@@ -60,7 +60,7 @@ def bench_prompting(size: int, n_slices: int, repeats: int, device: str) -> dict
 def bench_finetune(steps: int, size: int, n_train: int, n_test: int, device: str) -> dict[str, float]:
     from medseg.data.phantom import make_phantom
     from medseg.sam import build_sam2
-    from medseg.sam.finetune import FinetuneConfig, PromptSimulation, evaluate_prompted, finetune
+    from medseg.training.sam2 import FinetuneConfig, PromptSimulation, evaluate_prompted, finetune
 
     shape, spacing = (64, 64, 24), (5.0, 5.0, 10.0)
     train = [make_phantom(shape, spacing, seed=100 + i) for i in range(n_train)]
@@ -69,7 +69,7 @@ def bench_finetune(steps: int, size: int, n_train: int, n_test: int, device: str
 
     torch.manual_seed(0)
     base = build_sam2("tiny", image_size=size, device=device)
-    from medseg.sam.model import save_checkpoint
+    from medseg.models.sam2 import save_checkpoint
 
     init = Path("/tmp") / f"sam2_bench_init_{size}.pt"
     save_checkpoint(base, init)
@@ -104,7 +104,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from medseg.sam.model import resolve_device
+    from medseg.models.sam2 import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -83,7 +83,7 @@ def main() -> None:
     from medseg.data.cohort import write_cohort
     from medseg.data.datasets import load_dataset
     from medseg.models.export import read_info
-    from medseg.planning import plan_dataset, save_plan
+    from medseg.training.planning import plan_dataset, save_plan
     from medseg.training import train
     from medseg.training.engine import preprocess_cases
     from medseg.transforms.recipes import build_recipe, load_recipe

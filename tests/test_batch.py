@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from medseg.batch import discover_studies, run_batch
-from medseg.batch.manifest import (
+from medseg.io.manifest import (
     append_record,
     is_complete,
     latest_records,
@@ -25,7 +25,7 @@ from medseg.batch.manifest import (
 )
 from medseg.batch.worker import WorkerConfig, process_study
 from medseg.errors import ConfigError
-from medseg.models.random_export import make_random_export
+from medseg.testing import make_random_export
 
 KILL_DIR_ENV = "MEDSEG_TEST_KILL_DIR"
 N_GOOD = 4

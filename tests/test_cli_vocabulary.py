@@ -35,7 +35,7 @@ COMMANDS: dict[str, tuple[list[str], list[str], set[str]]] = {
     "sam2 segment": (["--model", M, "-i", A, "-o", B], ["--model", M, "--input", A, "--out", B], {A, B}),
     "sam2 prompts": (["-i", A, "-o", B], ["--mask", A, "--out", B], {A, B}),
 }
-WITHOUT_FILES = {"sam2 configs"}
+WITHOUT_FILES = {"sam2 configs", "pacs ping", "pacs query"}  # no file input or output
 HIDDEN = {"--out", "--mask"}
 
 

@@ -128,7 +128,7 @@ def test_splits_deterministic_disjoint_complete(tmp_path):
 
 
 def test_plan_is_readable_and_sensible(cohort, tmp_path):
-    from medseg.planning import load_plan, plan_dataset, save_plan
+    from medseg.training.planning import load_plan, plan_dataset, save_plan
 
     plan = plan_dataset(load_dataset(cohort), memory_budget_mb=200)
     pre = plan["preprocessing"]

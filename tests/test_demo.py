@@ -15,7 +15,7 @@ import pytest
 def test_fast_demo_end_to_end(tmp_path: Path) -> None:
     import pydicom
 
-    from medseg.batch.manifest import is_complete, read_manifest
+    from medseg.io.manifest import is_complete, read_manifest
     from medseg.demo import _cached_model
     from medseg.io import load
 

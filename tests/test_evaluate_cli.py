@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from medseg import Volume
 from medseg.errors import InputError
-from medseg.evaluate import evaluate_folder
+from medseg.evaluation.volumes import evaluate_folder
 from medseg.io import load, save
 from medseg.metrics import dice, surface_metrics
 

@@ -422,13 +422,15 @@ def test_predict_image_folder(name, tmp_path):
 
 
 def test_predict_image_folder_normalisation_channels_and_errors(tmp_path):
-    from medseg.general.predict import fit_channels, normalize_image, predict_image_folder
+    from medseg.inference.images import fit_channels, normalize_image, predict_image_folder
 
     img = np.array([[[0, 128, 255]]], np.uint8)
     np.testing.assert_allclose(normalize_image(img, {"kind": "scale"}), img / 255.0, rtol=1e-6)
     np.testing.assert_allclose(normalize_image(img, {"kind": "imagenet"})[0, 0],
                                (img[0, 0] / 255.0 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225], rtol=1e-5)
-    z = normalize_image(np.random.default_rng(0).integers(0, 255, (9, 7, 3)).astype(np.uint8), {"kind": "zscore"})
+    # one vocabulary: "zscore" means what it means for volumes; its plain mean/std form is explicit
+    z = normalize_image(np.random.default_rng(0).integers(0, 255, (9, 7, 3)).astype(np.uint8),
+                        {"kind": "zscore", "percentiles": [0, 100], "nonzero": False})
     np.testing.assert_allclose(z.mean(axis=(0, 1)), 0, atol=1e-5)
     np.testing.assert_allclose(z.std(axis=(0, 1)), 1, atol=1e-4)
     assert fit_channels(np.zeros((2, 2, 1), np.uint8), 3).shape == (2, 2, 3)

@@ -43,12 +43,12 @@ class _Threshold(torch.nn.Module):
         return self.conv(x)
 
 
-@register_model("test_threshold3d", spatial_dims=3)
+@register_model("test_threshold3d", spatial_dims=3, tiny_config={})
 def _build_threshold3d(*, in_channels: int = 1, out_channels: int = 2) -> torch.nn.Module:
     return _Threshold(torch.nn.Conv3d(in_channels, out_channels, 1))
 
 
-@register_model("test_threshold2d", spatial_dims=2)
+@register_model("test_threshold2d", spatial_dims=2, tiny_config={})
 def _build_threshold2d(*, in_channels: int = 1, out_channels: int = 2) -> torch.nn.Module:
     return _Threshold(torch.nn.Conv2d(in_channels, out_channels, 1))
 

@@ -38,8 +38,6 @@ def test_append_and_rewrite_write_strict_json(tmp_path: Path) -> None:
     assert [_strict(line)["study_id"] for line in path.read_text().splitlines()] == ["a", "b"]
 
 
-@pytest.mark.xfail(strict=True, reason="medseg/io/manifest.py append_record opens with mode 0o644, "
-                   "not 0o666 (the umask then decides); owner: the manifest's maintainer")
 def test_appended_manifest_honours_the_umask(tmp_path: Path) -> None:
     old = os.umask(0o002)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -11,14 +12,10 @@ from medseg.errors import ConfigError, ModelError
 from medseg.models import create_model, get_model_spec, list_models
 from medseg.models.export import load_exported, save_export
 
-TINY = {
-    "unet3d": {"in_channels": 1, "out_channels": 3, "filters": [4, 8, 16]},
-    "unet2d": {"in_channels": 1, "out_channels": 3, "encoder_name": "resnet18", "encoder_depth": 3,
-               "decoder_channels": [32, 16, 8]},
-    "deeplabv3plus": {"in_channels": 1, "out_channels": 3, "encoder_name": "resnet18", "decoder_channels": 16},
-    "segformer": {"in_channels": 1, "out_channels": 3, "hidden_sizes": [8, 16, 32, 64], "depths": [1, 1, 1, 1],
-                  "num_attention_heads": [1, 2, 4, 8], "decoder_hidden_size": 16},
-}
+# every registered family's tiny config comes from its registry contract: a family registered
+# without one fails test_every_family_declares_a_contract
+TINY = {name: get_model_spec(name).tiny_config for name in list_models() if get_model_spec(name).tiny_config}
+DENSE = sorted(name for name in TINY if not get_model_spec(name).promptable)
 INPUT = {3: (2, 1, 16, 16, 8), 2: (2, 1, 32, 32)}
 
 
@@ -36,7 +33,31 @@ def test_builtin_models_registered():
     assert {"unet2d", "unet3d", "deeplabv3plus", "segformer"} <= set(list_models())
 
 
-@pytest.mark.parametrize("name", sorted(TINY))
+@pytest.mark.parametrize("name", list_models())
+def test_every_family_declares_a_contract(name):
+    spec = get_model_spec(name)
+    assert spec.tiny_config is not None, f"model {name!r} is registered without a tiny_config"
+    multiple = spec.size_multiple(spec.tiny_config)
+    assert len(multiple) == spec.spatial_dims and min(multiple) >= 1
+    assert set(spec.weight_keys) <= set(spec.defaults), "weight_keys must be builder options"
+    if max(multiple) > 1:  # a size off the multiple is refused with the factor in the message
+        with pytest.raises(ConfigError, match=re.escape(f"multiple of {list(multiple)}")):
+            spec.check_size([m + 1 for m in multiple], spec.tiny_config, what="patch")
+    spec.check_size(list(multiple), spec.tiny_config, what="patch")
+
+
+@pytest.mark.parametrize("name", DENSE)
+def test_declared_multiple_is_what_the_network_takes(name):
+    """A dense family's declared input multiple is enough: a forward at exactly that size keeps the size."""
+    spec = get_model_spec(name)
+    multiple = spec.size_multiple(spec.tiny_config)
+    model = create_model(name, **spec.tiny_config).eval()
+    x = torch.randn(1, spec.tiny_config.get("in_channels", 1), *[2 * m for m in multiple])
+    with torch.no_grad():
+        assert model(x).shape[2:] == x.shape[2:]
+
+
+@pytest.mark.parametrize("name", DENSE)
 def test_model_harness(name, tmp_path):
     torch.manual_seed(0)
     spec = get_model_spec(name)
@@ -108,3 +129,21 @@ def test_unet2d_local_encoder_weights(tmp_path):
         torch.testing.assert_close(dst.encoder.state_dict()[k], v)
     with pytest.raises(ModelError, match="not found"):
         create_model("unet2d", **TINY["unet2d"], encoder_weights_path=str(tmp_path / "none.pt"))
+
+
+@pytest.mark.parametrize("name", sorted(n for n in TINY if get_model_spec(n).promptable))
+def test_promptable_model_harness(name, tmp_path):
+    """Promptable families (SAM2) have no plain forward: build, export, reload, identical weights and encoder output."""
+    from medseg.sam.export import export_sam2
+
+    torch.manual_seed(0)
+    net = create_model(name, **TINY[name])
+    folder = export_sam2(net, tmp_path / "export")
+    loaded, info = load_exported(folder, device="cpu")
+    assert info["inference"]["mode"] == "prompted" and info["spatial_dims"] == get_model_spec(name).spatial_dims
+    assert loaded.state_dict().keys() == net.state_dict().keys()
+    for key, value in net.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value)
+    x = torch.randn(1, 3, net.image_size, net.image_size)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.image_encoder(x)["vision_features"], net.image_encoder(x)["vision_features"])

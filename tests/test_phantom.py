@@ -355,8 +355,8 @@ def test_dcm2niix_reads_the_phantom_grid(tmp_path, orientation, syntax):
     ids=["axial", "oblique", "reversed-rle", "lpi-shuffled", "ras-mr"],
 )
 def test_medseg_io_load_equals_the_phantom(tmp_path, phantom_kw, writer_kw):
-    if not (Path(__file__).resolve().parents[1] / "medseg" / "io" / "dicom.py").exists():
-        pytest.skip("medseg/io/dicom.py (the DICOM reader) is not in this tree yet")
+    if not (Path(__file__).resolve().parents[1] / "medseg" / "io" / "dicom" / "__init__.py").exists():
+        pytest.skip("medseg/io/dicom/ (the DICOM reader) is not in this tree yet")
     from medseg.data.dicom_writer import dicom_grid
     from medseg.io import load
 

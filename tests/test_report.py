@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medseg.batch.manifest import append_record, output_entry
+from medseg.io.manifest import append_record, output_entry
 from medseg.errors import InputError
 from medseg.report.html import render_report, summarize, write_report
-from medseg.report.overlays import render_overlay, write_overlay
+from medseg.plots.overlays import render_overlay, write_overlay
 
 
 def _png(data: bytes) -> np.ndarray:
@@ -82,7 +82,7 @@ def _fake_run(root: Path, phantom) -> Path:
 
 def test_summary_and_html_content(tmp_path: Path, phantom) -> None:
     run = _fake_run(tmp_path, phantom)
-    from medseg.batch.manifest import read_manifest
+    from medseg.io.manifest import read_manifest
 
     summary = summarize(read_manifest(run / "manifest.jsonl"))
     assert (summary["ok"], summary["failed"], summary["lost"]) == (2, 1, 0)

@@ -17,7 +17,7 @@ pytest.importorskip("sam2")
 
 from medseg.data.phantom import make_phantom  # noqa: E402
 from medseg.errors import ConfigError, InputError  # noqa: E402
-from medseg.sam.model import build_sam2, load_sam2, read_checkpoint, resolve_config, save_checkpoint  # noqa: E402
+from medseg.models.sam2 import build_sam2, load_sam2, read_checkpoint, resolve_config, save_checkpoint  # noqa: E402
 from medseg.sam.preprocess import Preprocess, scale_volume, slice_to_tensor, window_ct  # noqa: E402
 from medseg.sam.prompts import (  # noqa: E402
     SlicePrompt,
@@ -77,11 +77,11 @@ def test_build_tiny_on_cpu(net):
 
 
 def test_registry_builds_sam2():
-    import medseg.models.sam2_model  # noqa: F401  (registers "sam2")
+    import medseg.models.sam2  # noqa: F401  (registers "sam2")
     from medseg.models import create_model, get_model_spec
 
     spec = get_model_spec("sam2")
-    assert spec.spatial_dims == 2 and spec.training_module == "medseg.sam.finetune:Sam2FinetuneModule"
+    assert spec.spatial_dims == 2 and spec.training_module == "medseg.training.sam2:Sam2FinetuneModule"
     model = create_model("sam2", **NET_CONFIG, in_channels=1, out_channels=9)
     assert model.image_size == 256
     with pytest.raises(ConfigError, match="in_channels"):
@@ -269,7 +269,7 @@ def test_propagation_aligned_with_input(net):
 
 # ----------------------------------------------------------------------------- fine-tuning
 def test_sam_loss_prefers_the_right_mask():
-    from medseg.sam.finetune import sam_loss
+    from medseg.training.sam2 import sam_loss
 
     target = torch.zeros(1, 1, 16, 16)
     target[..., 4:12, 4:12] = 1
@@ -282,7 +282,7 @@ def test_sam_loss_prefers_the_right_mask():
 
 
 def test_prompt_simulation_uses_the_mask():
-    from medseg.sam.finetune import PromptSimulation
+    from medseg.training.sam2 import PromptSimulation
 
     mask = np.zeros((32, 32), bool)
     mask[8:20, 10:26] = True
@@ -299,10 +299,10 @@ def test_prompt_simulation_uses_the_mask():
 
 
 def test_training_step_on_engine_patches_skips_background():
-    from medseg.sam.finetune import Sam2FinetuneModule
+    from medseg.training.sam2 import Sam2FinetuneModule
 
-    module = Sam2FinetuneModule(model_config={**NET_CONFIG, "in_channels": 1, "out_channels": 3,
-                                              "freeze_image_encoder": True, "cache_embeddings": False})
+    module = Sam2FinetuneModule(model_config={**NET_CONFIG, "in_channels": 1, "out_channels": 3},
+                                finetune={"freeze_image_encoder": True, "cache_embeddings": False})
     image = torch.randn(3, 1, 48, 40)  # plan-normalised patches, as the engine's loader gives
     label = torch.zeros(3, 1, 48, 40, dtype=torch.long)
     label[0, 0, 10:30, 8:20] = 2
@@ -319,7 +319,7 @@ def test_training_step_on_engine_patches_skips_background():
 def test_finetune_checkpoint_reloads_identically(phantom, tmp_path):
     from medseg.models.export import load_exported
     from medseg.sam.export import export_sam2
-    from medseg.sam.finetune import FinetuneConfig, SliceDataset, finetune
+    from medseg.training.sam2 import FinetuneConfig, SliceDataset, finetune
 
     image, labels = phantom
     pairs = [(image, labels)]
@@ -347,7 +347,7 @@ def test_finetune_checkpoint_reloads_identically(phantom, tmp_path):
     from_folder = load_sam2(folder)
     c = SlicePredictor(from_folder, image).encode(prompt.slice_index).predict_prompt(prompt)
     np.testing.assert_array_equal(a.logits, c.logits)
-    import medseg.models.sam2_model  # noqa: F401
+    import medseg.models.sam2  # noqa: F401
 
     generic, info = load_exported(folder)
     assert info["inference"]["mode"] == "prompted"
@@ -358,7 +358,7 @@ def test_finetune_checkpoint_reloads_identically(phantom, tmp_path):
 
 
 def test_evaluate_prompted_rows(net, phantom):
-    from medseg.sam.finetune import evaluate_prompted
+    from medseg.training.sam2 import evaluate_prompted
 
     image, labels = phantom
     rows = evaluate_prompted(net, [(image, labels)], kinds=("box", "points"))
@@ -416,7 +416,7 @@ def test_cli_segment_nifti_and_prompts(net, phantom, tmp_path):
 def test_refiner_prompts_sam2_from_another_model(net, phantom, tmp_path):
     from medseg.inference.outputs import predict_to_files
     from medseg.io import load, save
-    from medseg.sam.study import Sam2Refiner
+    from medseg.inference.sam2 import Sam2Refiner
 
     image, labels = phantom
 
@@ -463,7 +463,7 @@ def test_cli_segment_dicom_writes_dicom_seg(net, tmp_path):
 
 @pytest.mark.slow
 def test_medseg_train_with_sam2_config_and_export(tmp_path):
-    import medseg.models.sam2_model  # noqa: F401  (registers "sam2")
+    import medseg.models.sam2  # noqa: F401  (registers "sam2")
     from medseg.data.cohort import write_cohort
     from medseg.training import train
 

@@ -25,9 +25,9 @@ SHAPE, SPACING = (40, 36, 12), (7.0, 8.0, 20.0)
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from medseg.models.random_export import make_random_export
+    from medseg.testing import make_random_export
     from medseg.sam.export import export_sam2
-    from medseg.sam.model import build_sam2
+    from medseg.models.sam2 import build_sam2
 
     root = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)

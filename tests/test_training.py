@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -59,7 +60,7 @@ def test_shipped_pipelines_validate():
     from medseg.training.config import CONFIGS_DIR, resolve_recipe
 
     for name, model in (("unet3d_ct", "unet3d"), ("unet2d_mri", "unet2d")):
-        cfg = load_config(CONFIGS_DIR.parent / "pipelines" / f"{name}.yaml")
+        cfg = load_config(Path(__file__).resolve().parents[1] / "pipelines" / f"{name}.yaml")
         assert cfg.model.name == model
         resolve_recipe(cfg.transforms.recipe)
 

@@ -2,7 +2,7 @@
 
 Output folder layout::
 
-    OUTPUT/manifest.jsonl          one record per study (see medseg.batch.manifest)
+    OUTPUT/manifest.jsonl          one record per study (see medseg.io.manifest)
     OUTPUT/run.json                the run's options and summary (rewritten at the end)
     OUTPUT/report.html             the HTML report (medseg.report)
     OUTPUT/studies/<study_id>/     seg.nii.gz, seg.dcm (DICOM input), overlay.png
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg.batch.discover import Study, discover_studies
-from medseg.batch.manifest import MANIFEST_NAME, append_record, plan_resume, read_manifest
+from medseg.io.manifest import MANIFEST_NAME, append_record, plan_resume, read_manifest
 from medseg.batch.worker import WorkerConfig, process_study
 from medseg.errors import ConfigError, InputError
 from medseg.io.atomic import write_text_atomic

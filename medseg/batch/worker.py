@@ -7,7 +7,8 @@ loads the model once. It never raises for a study's own problems: it returns a
 manifest record whose ``status`` is ``"ok"`` or ``"failed"`` with the reason.
 
 Outputs go to ``OUTPUT/studies/<study_id>/`` (``seg.nii.gz``, ``seg.dcm``,
-``overlay.png``), each written atomically (temporary name, then rename).
+``overlay.png``), written by :func:`medseg.inference.outputs.write_outputs` (the path
+``medseg predict`` and ``medseg sam2 segment`` use), each atomically.
 """
 
 from __future__ import annotations
@@ -25,13 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from medseg.batch.discover import IMAGE_SUFFIXES, Study
-from medseg.batch.manifest import output_entry
-from medseg.errors import ConfigError, MedsegError
+from medseg.errors import MedsegError
+from medseg.inference.outputs import FORMATS, OutputNames, parse_formats, resolve_formats, write_outputs
+from medseg.inference.segmenter import foreground_names
 
 log = logging.getLogger(__name__)
-
-FORMATS = ("nifti", "dicomseg")
-OUTPUT_NAMES = {"nifti": "seg.nii.gz", "dicomseg": "seg.dcm", "overlay": "overlay.png"}
 
 
 @dataclass(frozen=True)
@@ -71,10 +70,11 @@ class WorkerConfig:
     sam_mode: str = "propagate"
 
     def __post_init__(self) -> None:
-        unknown = [f for f in self.formats if f not in FORMATS]
-        if unknown or not self.formats:
-            raise ConfigError(f"formats: unknown {unknown or 'empty list'}; choose from {', '.join(FORMATS)}")
+        parse_formats(self.formats)  # ConfigError naming the known formats
 
+
+#: manifest timing names of the written outputs (as before the shared writer)
+_TIMING_KEYS = {"nifti": "write_nifti", "dicomseg": "write_dicomseg", "overlay": "overlay"}
 
 _PREDICTORS: dict[tuple[Any, ...], Any] = {}
 _STATE: dict[str, Any] = {"model_loads": 0, "threads_set": False}
@@ -97,16 +97,6 @@ def get_predictor(config: WorkerConfig) -> tuple[Any, float]:
     elapsed = time.perf_counter() - start
     log.info("worker %d loaded model %s in %.2f s", os.getpid(), config.model, elapsed)
     return predictor, elapsed
-
-
-def label_names(predictor: Any) -> dict[int, str]:
-    """``{label value: name}`` of the predictor's foreground labels (background 0 excluded)."""
-    names = predictor.label_names
-    if isinstance(names, dict):
-        items = ((int(k), str(v)) for k, v in names.items())
-    else:
-        items = enumerate(str(v) for v in names)
-    return {k: v for k, v in items if k != 0}
 
 
 def _versions() -> dict[str, str]:
@@ -177,36 +167,6 @@ def _evaluate(study: Study, labels: Any, names: dict[int, str], config: WorkerCo
     return {"reference": str(ref_path), "per_label": rows}
 
 
-def _write_outputs(study: Study, volume: Any, labels: Any, names: dict[int, str], config: WorkerConfig,
-                   study_dir: Path, timings: dict[str, float]) -> dict[str, Any]:
-    from medseg.io import save
-
-    out_dir = Path(config.output_dir)
-    outputs: dict[str, Any] = {}
-    if "nifti" in config.formats:
-        t = time.perf_counter()
-        path = save(labels, study_dir / OUTPUT_NAMES["nifti"])
-        outputs["nifti"] = output_entry(Path(path), out_dir)
-        timings["write_nifti"] = time.perf_counter() - t
-    if "dicomseg" in config.formats and study.kind == "dicom":
-        from medseg.io.dicomseg import write_dicom_seg
-
-        t = time.perf_counter()
-        source = volume.meta.get("source_files") or list(study.files)
-        path = write_dicom_seg(labels, source, study_dir / OUTPUT_NAMES["dicomseg"], label_names=names)
-        outputs["dicomseg"] = output_entry(Path(path or study_dir / OUTPUT_NAMES["dicomseg"]), out_dir)
-        timings["write_dicomseg"] = time.perf_counter() - t
-    if config.overlays:
-        from medseg.report.overlays import write_overlay
-
-        t = time.perf_counter()
-        path = write_overlay(volume, labels, study_dir / OUTPUT_NAMES["overlay"], label_names=names,
-                             title=study.study_id)
-        outputs["overlay"] = output_entry(path, out_dir)
-        timings["overlay"] = time.perf_counter() - t
-    return outputs
-
-
 def _prompt_labels(study: Study, config: WorkerConfig) -> dict[str, Any]:
     """``{"prompt_labels": Volume}`` from ``config.prompt_masks`` for SAM2, else ``{}``."""
     if config.prompt_masks is None:
@@ -251,7 +211,7 @@ def process_study(study: Study, config: WorkerConfig) -> dict[str, Any]:
         study_dir.mkdir(parents=True)
         predictor, timings["model_load"] = get_predictor(config)
         record["model_sha256"] = getattr(predictor, "model_sha256", None)
-        names = label_names(predictor)
+        names = foreground_names(predictor)
 
         from medseg.io import load
 
@@ -269,7 +229,11 @@ def process_study(study: Study, config: WorkerConfig) -> dict[str, Any]:
         if not labels.same_grid(volume):
             raise MedsegError(f"prediction grid {labels.spatial_shape} differs from the input's {volume.spatial_shape}")
 
-        record["outputs"] = _write_outputs(study, volume, labels, names, config, study_dir, timings)
+        written = write_outputs(labels, volume, study_dir, names=OutputNames.plain(),
+                                formats=resolve_formats(volume, config.formats, strict=False), label_names=names,
+                                overlay=config.overlays, title=study.study_id)
+        record["outputs"] = written.entries(Path(config.output_dir))
+        timings.update({_TIMING_KEYS.get(k, k): v for k, v in written.timings_s.items()})
         if config.reference_dir:
             t = time.perf_counter()
             try:
@@ -277,7 +241,9 @@ def process_study(study: Study, config: WorkerConfig) -> dict[str, Any]:
             except Exception as exc:  # a bad reference does not make the segmentation fail
                 record["metrics"] = {"error": f"{type(exc).__name__}: {exc}"}
             timings["evaluate"] = time.perf_counter() - t
-        present = {int(v) for v in _unique_values(labels.array)} - {0}
+        import numpy as np
+
+        present = {int(v) for v in np.unique(labels.array)} - {0}
         record["labels_present"] = sorted(names.get(v, str(v)) for v in present)
         record["status"] = "ok"
     except Exception as exc:  # a study's failure is recorded, never raised
@@ -293,10 +259,4 @@ def process_study(study: Study, config: WorkerConfig) -> dict[str, Any]:
     return record
 
 
-def _unique_values(array: Any) -> Any:
-    import numpy as np
-
-    return np.unique(array)
-
-
-__all__ = ["WorkerConfig", "process_study", "get_predictor", "find_reference", "label_names", "FORMATS"]
+__all__ = ["WorkerConfig", "process_study", "get_predictor", "find_reference", "FORMATS"]

@@ -57,7 +57,7 @@ def evaluate(
 ) -> None:
     """Evaluate predictions against references: per-case CSV, summary JSON and box plots."""
     out = pick(OUTPUT_NAMES, output, ("--out", out))
-    from medseg.evaluate import evaluate_folder, load_label_names, match_cases
+    from medseg.evaluation.volumes import evaluate_folder, load_label_names, match_cases
 
     names = load_label_names(label_names) if label_names else None
     pairs, _, _ = match_cases(pred, ref)

@@ -26,7 +26,7 @@ def evaluate_images(
 ) -> None:
     """Evaluate predicted label masks of ordinary images: mIoU/mDice/aAcc, per-image CSV, IoU bar chart."""
     out = pick(OUTPUT_NAMES, output, ("--out", out))
-    from medseg.general.evaluate import evaluate_image_folder, load_class_names
+    from medseg.evaluation.images import evaluate_image_folder, load_class_names
 
     names = load_class_names(class_names, num_classes) if class_names else None
     result = evaluate_image_folder(pred, ref, out, num_classes=num_classes,
@@ -56,7 +56,7 @@ def predict_images(
 ) -> None:
     """Segment a folder of ordinary images with an exported 2D model; exit status 1 if any image failed."""
     input, output = pick(INPUT_NAMES, input), pick(OUTPUT_NAMES, output)
-    from medseg.general.predict import RECORDS_NAME, predict_image_folder
+    from medseg.inference.images import RECORDS_NAME, predict_image_folder
 
     records = predict_image_folder(model, input, output, device=device, batch_size=batch_size, overwrite=overwrite)
     counts = {s: sum(r["status"] == s for r in records) for s in ("ok", "skipped", "failed")}

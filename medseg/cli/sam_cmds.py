@@ -84,8 +84,8 @@ def segment(
     """Segment a study from prompts (file or mask) and write NIfTI / DICOM-SEG + prompts + a JSON record."""
     input, out = pick(INPUT_NAMES, input), pick(OUTPUT_NAMES, output, ("--out", out))
     from medseg.errors import ConfigError
-    from medseg.sam.model import load_sam2
-    from medseg.sam.study import segment_study
+    from medseg.models.sam2 import load_sam2
+    from medseg.inference.sam2 import segment_study
 
     fmt = None
     if formats:
@@ -140,7 +140,7 @@ def prompts_cmd(
 @sam2_app.command("configs")
 def configs() -> None:
     """List the SAM2 architectures that can be built (from the installed sam2 package)."""
-    from medseg.sam.model import ALIASES, CONFIGS
+    from medseg.models.sam2 import ALIASES, CONFIGS
 
     for name, path in CONFIGS.items():
         aliases = [a for a, target in ALIASES.items() if target == name]

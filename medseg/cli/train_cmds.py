@@ -65,7 +65,7 @@ def plan(
     dataset = pick(INPUT_NAMES, input, ("DATASET", input_arg))
     out = pick(OUTPUT_NAMES, output, ("--out", out), required=False)
     from medseg.data.datasets import load_dataset, validate_dataset
-    from medseg.planning import plan_dataset, save_plan
+    from medseg.training.planning import plan_dataset, save_plan
 
     ds = load_dataset(dataset)
     validate_dataset(ds)

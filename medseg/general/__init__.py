@@ -1,15 +1,10 @@
-"""Ordinary (non-medical) 2D images: Pillow I/O and folder evaluation with the same metrics.
+"""Deprecated alias (kept for one release): the general-image pieces now live in their rooms.
 
-- :mod:`~medseg.general.images`: ``read_image`` (``[H, W, C]``), ``read_mask`` (``[H, W]``
-  integer labels; palette PNGs keep their indices), ``save_mask``;
-- :mod:`~medseg.general.evaluate`: ``evaluate_image_folder`` (mmsegmentation-style
-  mIoU/mDice/aAcc from one dataset confusion matrix, per-image Dice/IoU/Boundary IoU);
-- :mod:`~medseg.general.predict`: ``predict_image_folder`` (an exported 2D model over a
-  folder of images, ``<stem>.png`` masks and ``predictions.jsonl``).
+- image I/O: :mod:`medseg.io.images` (``read_image``, ``read_mask``, ``save_mask``);
+- folder evaluation: :mod:`medseg.evaluation.images` (``evaluate_image_folder``, ...);
+- the image predictor: :mod:`medseg.inference.images` (``predict_image_folder``, ``ImagePredictor``).
 
-The models for ordinary images (``deeplabv3plus``, ``segformer``) live in
-:mod:`medseg.models.general2d` and are created with ``medseg.models.create_model``.
-Submodules are imported on first use, so ``import medseg.general`` loads nothing heavy.
+``from medseg.general import X`` still works and resolves to those modules on first use.
 """
 
 from __future__ import annotations
@@ -18,11 +13,12 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "read_image": "images", "read_mask": "images", "save_mask": "images",
-    "IMAGE_SUFFIXES": "images", "MASK_SUFFIXES": "images",
-    "evaluate_image_folder": "evaluate", "ImageEvaluationResult": "evaluate", "match_images": "evaluate",
-    "load_class_names": "evaluate", "dataset_metrics": "evaluate",
-    "predict_image_folder": "predict",
+    "read_image": "medseg.io.images", "read_mask": "medseg.io.images", "save_mask": "medseg.io.images",
+    "IMAGE_SUFFIXES": "medseg.io.images", "MASK_SUFFIXES": "medseg.io.images",
+    "evaluate_image_folder": "medseg.evaluation.images", "ImageEvaluationResult": "medseg.evaluation.images",
+    "match_images": "medseg.evaluation.images", "load_class_names": "medseg.evaluation.images",
+    "dataset_metrics": "medseg.evaluation.images",
+    "predict_image_folder": "medseg.inference.images",
 }
 
 
@@ -30,7 +26,7 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"medseg.general.{module}"), name)
+    return getattr(importlib.import_module(module), name)
 
 
 __all__ = sorted(_EXPORTS)

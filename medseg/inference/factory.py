@@ -95,7 +95,7 @@ class PromptSettings:
 
     def __post_init__(self) -> None:
         from medseg.sam.prompts import PROMPT_KINDS
-        from medseg.sam.study import MODES
+        from medseg.inference.sam2 import MODES
 
         if self.kind not in PROMPT_KINDS:
             raise ConfigError(f"prompt kind {self.kind!r} unknown; choose from {', '.join(PROMPT_KINDS)}")
@@ -171,7 +171,7 @@ def load_segmenter(
         return _load_imported(families[0], paths[0], device=device, tta=tta)
     if not check_prompt_sources(paths, prompt_model=prompt_model, prompt_labels_given=prompt_labels_given):
         return Predictor.from_run(paths if len(paths) > 1 else paths[0], device=device, tta=tta)
-    from medseg.sam.study import Sam2Refiner
+    from medseg.inference.sam2 import Sam2Refiner
 
     settings = prompts or PromptSettings()
     first = Predictor.from_run(prompt_model, device=device, tta=tta) if prompt_model is not None else None

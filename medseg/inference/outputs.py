@@ -1,7 +1,11 @@
-"""One study from input path to output files: load, predict, write NIfTI / DICOM-SEG / probabilities.
+"""The one trip from a segmentation to its files: :func:`write_outputs`, and a study's record.
 
-Used by ``medseg predict``; every file is written atomically, so a killed run never
-leaves a complete-looking partial output.
+``medseg predict`` (:func:`predict_to_files`), ``medseg batch`` (``medseg.batch.worker``) and
+``medseg sam2 segment`` (:func:`medseg.inference.sam2.segment_study`) all write NIfTI,
+DICOM-SEG, class probabilities and overlays through :func:`write_outputs`, with the same
+format vocabulary (:data:`FORMATS`), the same DICOM test (the loaded volume's
+``meta["format"]``) and the same checksums (:func:`medseg.io.atomic.sha256_file`). Every
+file is written atomically, so a killed run never leaves a complete-looking partial output.
 """
 
 from __future__ import annotations
@@ -10,29 +14,41 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medseg.errors import ConfigError, InputError
+from medseg.volume import Volume
 
 log = logging.getLogger(__name__)
 
+#: Label-map output formats (probabilities and overlays are separate switches).
 FORMATS = ("nifti", "dicomseg")
+_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 
 
 def study_stem(path: str | os.PathLike[str]) -> str:
-    """Output name stem of an input: the file name without ``.nii.gz``/suffix, or the folder name."""
-    p = Path(path)
-    name = p.name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm"):
+    """Output name stem of an input: the file name without ``.nii.gz``/suffix, or the folder name.
+
+    Example:
+        >>> study_stem("scans/ct_001.nii.gz"), study_stem("dicom/series_7/")
+        ('ct_001', 'series_7')
+    """
+    name = Path(path).name
+    for suffix in _SUFFIXES:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)] or "study"
     return name or "study"
 
 
 def parse_formats(text: str | Sequence[str] | None) -> tuple[str, ...] | None:
-    """``"nifti,dicomseg"`` -> ``("nifti", "dicomseg")``; ``None`` means the default."""
+    """``"nifti,dicomseg"`` -> ``("nifti", "dicomseg")``; ``None`` means the default.
+
+    Raises:
+        ConfigError: an unknown or empty format list (names the known ones).
+    """
     if text is None:
         return None
     items = [t.strip().lower() for t in (text.split(",") if isinstance(text, str) else text) if t.strip()]
@@ -42,8 +58,142 @@ def parse_formats(text: str | Sequence[str] | None) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(items))
 
 
+def is_dicom(volume: Volume) -> bool:
+    """True when ``volume`` was loaded from DICOM (so a DICOM-SEG can reference its files)."""
+    return volume.meta.get("format") == "dicom" and bool(volume.meta.get("source_files"))
+
+
+def resolve_formats(volume: Volume, formats: Sequence[str] | None, *, strict: bool, source: str = "") -> tuple[str, ...]:
+    """The formats to write for ``volume``: default NIfTI, plus DICOM-SEG for DICOM input.
+
+    Args:
+        formats: asked formats, or ``None`` for the default.
+        strict: DICOM-SEG asked for a non-DICOM input raises (``medseg predict``); otherwise
+            it is dropped for that study (``medseg batch`` over mixed folders).
+
+    Raises:
+        InputError: ``strict`` and DICOM-SEG asked for a non-DICOM input.
+    """
+    dicom = is_dicom(volume)
+    wanted = tuple(formats) if formats else (("nifti", "dicomseg") if dicom else ("nifti",))
+    parse_formats(wanted)
+    if "dicomseg" in wanted and not dicom:
+        if strict:
+            raise InputError(f"{source or 'input'}: DICOM-SEG output needs a DICOM input; "
+                             f"this is {volume.meta.get('format', 'not DICOM')}")
+        wanted = tuple(f for f in wanted if f != "dicomseg")
+    return wanted
+
+
+@dataclass(frozen=True)
+class OutputNames:
+    """File names of one study's outputs inside its output folder."""
+
+    nifti: str
+    dicomseg: str
+    probabilities: str
+    overlay: str
+
+    @classmethod
+    def for_stem(cls, stem: str, tag: str = "seg") -> "OutputNames":
+        """``{stem}_{tag}.nii.gz``, ``{stem}_{tag}.dcm``, ``{stem}_probabilities.nii.gz``, ``{stem}_overlay.png``."""
+        return cls(f"{stem}_{tag}.nii.gz", f"{stem}_{tag}.dcm", f"{stem}_probabilities.nii.gz", f"{stem}_overlay.png")
+
+    @classmethod
+    def plain(cls) -> "OutputNames":
+        """``seg.nii.gz``, ``seg.dcm``, ``probabilities.nii.gz``, ``overlay.png`` (one folder per study)."""
+        return cls("seg.nii.gz", "seg.dcm", "probabilities.nii.gz", "overlay.png")
+
+
+@dataclass
+class WrittenOutputs:
+    """What :func:`write_outputs` wrote: paths and SHA-256 per output kind, seconds per kind."""
+
+    paths: dict[str, Path] = field(default_factory=dict)
+    checksums: dict[str, str] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    def entries(self, relative_to: Path) -> dict[str, dict[str, Any]]:
+        """Manifest entries ``{kind: {"path" (relative), "sha256", "bytes"}}``."""
+        return {k: {"path": p.relative_to(relative_to).as_posix(), "sha256": self.checksums[k],
+                    "bytes": p.stat().st_size} for k, p in self.paths.items()}
+
+
+def write_outputs(
+    labels: Volume,
+    image: Volume,
+    out_dir: str | os.PathLike[str],
+    *,
+    names: OutputNames,
+    formats: Sequence[str],
+    label_names: Mapping[int, str],
+    probabilities: Volume | None = None,
+    overlay: bool = False,
+    title: str = "",
+    algorithm_name: str = "medseg",
+) -> WrittenOutputs:
+    """Write a study's label map (and optional probabilities / overlay) into ``out_dir``.
+
+    Args:
+        labels: integer labels on ``image``'s grid.
+        image: the input volume (its DICOM source files are referenced by the DICOM-SEG).
+        names: the file names (:class:`OutputNames`).
+        formats: subset of :data:`FORMATS`, already resolved with :func:`resolve_formats`.
+        label_names: ``{value: name}`` of the foreground labels (DICOM-SEG segments, overlay legend).
+        probabilities: class probabilities ``[C, i, j, k]`` to write as a 4D NIfTI.
+        overlay: also write a PNG of three orthogonal slices.
+        title: overlay title.
+        algorithm_name: the DICOM-SEG's algorithm name.
+
+    Raises:
+        InputError: DICOM-SEG asked for a non-DICOM ``image``; errors of the writers.
+    """
+    from medseg.io import save
+    from medseg.io.atomic import sha256_file
+
+    out = Path(out_dir)
+    result = WrittenOutputs()
+
+    def record(kind: str, path: str | os.PathLike[str], started: float) -> None:
+        result.paths[kind] = Path(path)
+        result.checksums[kind] = sha256_file(path)
+        result.timings_s[kind] = time.perf_counter() - started
+
+    foreground = {int(k): str(v) for k, v in label_names.items() if int(k) != 0}
+    for kind in formats:
+        t = time.perf_counter()
+        if kind == "nifti":
+            record(kind, save(labels, out / names.nifti), t)
+        elif kind == "dicomseg":
+            if not is_dicom(image):
+                raise InputError(f"{image.meta.get('source', 'input')}: DICOM-SEG output needs a DICOM input")
+            from medseg.io.dicom.seg import write_dicom_seg
+
+            record(kind, write_dicom_seg(labels, image.meta["source_files"], out / names.dicomseg,
+                                         label_names=foreground, algorithm_name=algorithm_name), t)
+        else:
+            parse_formats([kind])
+    if probabilities is not None:
+        t = time.perf_counter()
+        record("probabilities", save(probabilities, out / names.probabilities), t)
+    if overlay:
+        from medseg.plots.overlays import write_overlay
+
+        t = time.perf_counter()
+        record("overlay", write_overlay(image, labels, out / names.overlay, label_names=foreground, title=title), t)
+    return result
+
+
+def labels_present(labels: Volume, label_names: Mapping[int, str]) -> list[int]:
+    """Foreground label values of ``label_names`` that occur in ``labels``, sorted."""
+    import numpy as np
+
+    present = {int(v) for v in np.unique(labels.array)} - {0}
+    return sorted(v for v in present if v in {int(k) for k in label_names})
+
+
 def predict_to_files(
-    predictor: Any,
+    segmenter: Any,
     input_path: str | os.PathLike[str],
     output_dir: str | os.PathLike[str],
     *,
@@ -60,9 +210,9 @@ def predict_to_files(
     last, when ``probabilities``) and ``{stem}_prediction.json`` (this record).
 
     Args:
-        predictor: a :class:`~medseg.inference.Predictor`.
+        segmenter: a :class:`~medseg.inference.segmenter.Segmenter` (a Predictor, a SAM2 refiner).
         input_path: NIfTI/NRRD/MHA file or DICOM folder/file.
-        formats: subset of ``("nifti", "dicomseg")``; default: NIfTI, plus DICOM-SEG for DICOM input.
+        formats: subset of :data:`FORMATS`; default: NIfTI, plus DICOM-SEG for DICOM input.
         probabilities: also write class probabilities.
         series_uid: the series to use when a DICOM folder holds several.
         stem: output name stem (default from the input name).
@@ -71,49 +221,36 @@ def predict_to_files(
     Raises:
         InputError: unreadable input, or DICOM-SEG asked for a non-DICOM input.
     """
-    from medseg.io import load, save
+    from medseg.inference.segmenter import foreground_names
+    from medseg.io import load
     from medseg.io.atomic import write_text_atomic
-    from medseg.models.export import sha256_file
 
     t0 = time.perf_counter()
-    src = Path(input_path)
-    out_dir = Path(output_dir)
+    src, out_dir = Path(input_path), Path(output_dir)
     volume = load(src, series_uid=series_uid)
     t_load = time.perf_counter()
-    is_dicom = volume.meta.get("format") == "dicom"
-    wanted = tuple(formats) if formats else (("nifti", "dicomseg") if is_dicom else ("nifti",))
-    if "dicomseg" in wanted and not is_dicom:
-        raise InputError(f"{src}: DICOM-SEG output needs a DICOM input; this is {volume.meta.get('format', 'not DICOM')}")
+    wanted = resolve_formats(volume, formats, strict=True, source=str(src))
     stem = stem or study_stem(src)
     extra = {"prompt_labels": load(Path(prompt_mask))} if prompt_mask is not None else {}
-    result = predictor.predict(volume, return_probabilities=probabilities, **extra)
+    result = segmenter.predict(volume, return_probabilities=probabilities, **extra)
     labels, probs = result if probabilities else (result, None)
     t_pred = time.perf_counter()
-    outputs: dict[str, str] = {}
-    if "nifti" in wanted:
-        outputs["nifti"] = str(save(labels, out_dir / f"{stem}_seg.nii.gz"))
-    if "dicomseg" in wanted:
-        from medseg.io.dicomseg import write_dicom_seg
-
-        outputs["dicomseg"] = str(
-            write_dicom_seg(labels, volume.meta["source_files"], out_dir / f"{stem}_seg.dcm",
-                            label_names=predictor.label_names)
-        )
-    if probs is not None:
-        outputs["probabilities"] = str(save(probs, out_dir / f"{stem}_probabilities.nii.gz"))
+    names = foreground_names(segmenter)
+    written = write_outputs(labels, volume, out_dir, names=OutputNames.for_stem(stem), formats=wanted,
+                            label_names=names, probabilities=probs)
     t_write = time.perf_counter()
     record = {
         "input": str(src),
         "series_uid": volume.meta.get("series_uid"),
         "status": "ok",
-        "model_sha256": predictor.model_sha256,
-        "labels_present": [v for v in sorted(predictor.label_names) if v != 0 and (labels.array == v).any()],
+        "model_sha256": segmenter.model_sha256,
+        "labels_present": labels_present(labels, names),
         "shape": list(volume.spatial_shape),
-        "outputs": outputs,
-        "checksums": {k: sha256_file(v) for k, v in outputs.items()},
+        "outputs": {k: str(v) for k, v in written.paths.items()},
+        "checksums": dict(written.checksums),
         "timings_s": {
             "load": round(t_load - t0, 4),
-            **{k: round(v, 4) for k, v in predictor.last_timings.items()},
+            **{k: round(v, 4) for k, v in segmenter.last_timings.items()},
             "predict": round(t_pred - t_load, 4),
             "write": round(t_write - t_pred, 4),
             "total": round(t_write - t0, 4),
@@ -124,4 +261,7 @@ def predict_to_files(
     return record
 
 
-__all__ = ["FORMATS", "study_stem", "parse_formats", "predict_to_files"]
+__all__ = [
+    "FORMATS", "OutputNames", "WrittenOutputs", "study_stem", "parse_formats", "is_dicom", "resolve_formats",
+    "write_outputs", "labels_present", "predict_to_files",
+]

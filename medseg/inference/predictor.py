@@ -81,6 +81,17 @@ class Predictor:
 
         self._rules = parse_rules(self.info.get("postprocessing"), where="model.json postprocessing")
         self._window_fn = None
+        self._check_patch_contract()
+
+    def _check_patch_contract(self) -> None:
+        """``inference.patch_size`` must respect the input multiple the model family declares."""
+        from medseg.models.registry import get_model_spec
+
+        model = self.info["model"]
+        patch = [int(p) for p in self.info.get("inference", {}).get("patch_size", [])][: self.spatial_dims]
+        where = f"{self.sources[0] if self.sources else 'model.json'}: model.json inference.patch_size"
+        if len(patch) == self.spatial_dims:
+            get_model_spec(model["name"]).check_size(patch, model.get("config", {}), what=where)
 
     # -- construction ----------------------------------------------------------------
     @classmethod

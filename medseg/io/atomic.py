@@ -1,4 +1,4 @@
-"""Atomic file writes: write under a temporary name in the target folder, then rename.
+"""Atomic file writes (temporary name in the target folder, then rename) and file checksums.
 
 A crash or kill never leaves a half-written file under the final name. Files get the
 permissions every other tool gives them, ``0o666 & ~umask`` (``tempfile.mkstemp`` alone
@@ -76,4 +76,15 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
-__all__ = ["atomic_path", "current_umask", "write_bytes_atomic", "write_text_atomic"]
+def sha256_file(path: str | os.PathLike[str], *, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes (read in ``chunk``-byte blocks)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+__all__ = ["atomic_path", "current_umask", "write_bytes_atomic", "write_text_atomic", "sha256_file"]

@@ -10,35 +10,24 @@ plan, library versions and the SHA-256 of ``model.pt``. Weights are loaded with
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medseg.errors import InputError, ModelError
-from medseg.io.atomic import atomic_path, write_text_atomic
+from medseg.io.atomic import atomic_path, sha256_file, write_text_atomic
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # the export folder's layout (model.pt + model.json)
+SCHEMA_VERSION = 2  # model.json's schema (ModelExport); files without schema_version are 1
 WEIGHTS_NAME = "model.pt"
 INFO_NAME = "model.json"
-# builder options naming local files of initial weights: the exported state_dict replaces them, so an
-# export still loads when that file has been moved or deleted
-INITIAL_WEIGHT_KEYS = ("weights", "encoder_weights", "encoder_weights_path", "init_checkpoint")
 REQUIRED_KEYS = ("model", "spatial_dims", "labels", "preprocessing", "inference")
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def library_versions() -> dict[str, str]:
@@ -56,23 +45,121 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def validate_info(info: dict[str, Any], *, where: str = "model.json") -> None:
-    """Check the structure of a ``model.json`` dict; raises :class:`ModelError` naming the key."""
-    missing = [k for k in REQUIRED_KEYS if k not in info]
-    if missing:
-        raise ModelError(f"{where}: missing key(s) {', '.join(missing)}")
-    model = info["model"]
-    if not isinstance(model, dict) or not isinstance(model.get("name"), str):
-        raise ModelError(f"{where}: 'model' must be {{'name': str, 'config': dict}}, got {model!r}")
-    if not isinstance(model.get("config", {}), dict):
-        raise ModelError(f"{where}: 'model.config' must be a dict")
-    if info["spatial_dims"] not in (2, 3):
-        raise ModelError(f"{where}: 'spatial_dims' must be 2 or 3, got {info['spatial_dims']!r}")
-    if not isinstance(info["labels"], dict) or not all(str(k).isdigit() for k in info["labels"]):
-        raise ModelError(f"{where}: 'labels' must map label values (\"0\", \"1\", ...) to names")
+@dataclass
+class ModelExport:
+    """The typed content of ``model.json``: every export is read and written through this class.
+
+    Attributes:
+        name: registry name of the model family (``"unet3d"``).
+        config: builder config (:func:`medseg.models.create_model` keywords).
+        spatial_dims: 2 or 3 (the network's input).
+        labels: ``{label value: name}`` with int keys, ``0`` = background (JSON keys are strings).
+        preprocessing: ``orientation``, ``target_spacing_mm`` (mm), ``normalization``
+            (:mod:`medseg.transforms.intensity` vocabulary), ``image_order``.
+        inference: ``patch_size`` (voxels), ``overlap``, ``batch_size``; ``mode: "prompted"`` for SAM2.
+        postprocessing: per-label rules (``{"1": {"largest_component": true, ...}}``).
+        plan: the dataset plan the model was trained with (or ``None``).
+        training: free-form record of the training run.
+        sha256: SHA-256 of ``model.pt``.
+        versions: library versions at export time.
+        schema_version: version of this schema (:data:`SCHEMA_VERSION`); files without one are version 1.
+        extra: any other top-level keys, kept as they were.
+    """
+
+    name: str
+    config: dict[str, Any]
+    spatial_dims: int
+    labels: dict[int, str]
+    preprocessing: dict[str, Any]
+    inference: dict[str, Any]
+    postprocessing: dict[str, Any] = field(default_factory=dict)
+    plan: dict[str, Any] | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+    sha256: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def prompted(self) -> bool:
+        """True for a promptable (SAM2) export: it needs prompts to segment."""
+        return self.inference.get("mode") == "prompted"
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], *, where: str = "model.json") -> "ModelExport":
+        """Parse and check a ``model.json`` dict (schema 1 or 2).
+
+        Raises:
+            ModelError: a missing or malformed key, or an unsupported version (the message names it).
+        """
+        if not isinstance(data, Mapping):
+            raise ModelError(f"{where}: expected a JSON object, got {type(data).__name__}")
+        missing = [k for k in REQUIRED_KEYS if k not in data]
+        if missing:
+            raise ModelError(f"{where}: missing key(s) {', '.join(missing)}")
+        version = data.get("format_version", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise ModelError(f"{where}: format_version {version} is not supported (expected {FORMAT_VERSION})")
+        schema = data.get("schema_version", 1)
+        if schema not in (1, SCHEMA_VERSION):
+            raise ModelError(f"{where}: schema_version {schema!r} is not supported (1 or {SCHEMA_VERSION})")
+        model = data["model"]
+        if not isinstance(model, Mapping) or not isinstance(model.get("name"), str):
+            raise ModelError(f"{where}: 'model' must be {{'name': str, 'config': dict}}, got {model!r}")
+        if not isinstance(model.get("config", {}), Mapping):
+            raise ModelError(f"{where}: 'model.config' must be a dict")
+        if data["spatial_dims"] not in (2, 3):
+            raise ModelError(f"{where}: 'spatial_dims' must be 2 or 3, got {data['spatial_dims']!r}")
+        labels = data["labels"]
+        if not isinstance(labels, Mapping) or not all(str(k).isdigit() for k in labels):
+            raise ModelError(f"{where}: 'labels' must map label values (\"0\", \"1\", ...) to names")
+        for key in ("preprocessing", "inference"):
+            if not isinstance(data[key], Mapping):
+                raise ModelError(f"{where}: '{key}' must be a dict")
+        known = {"model", "spatial_dims", "labels", "preprocessing", "inference", "postprocessing", "plan",
+                 "training", "sha256", "versions", "schema_version", "format_version"}
+        return cls(
+            name=model["name"], config=dict(model.get("config", {})), spatial_dims=int(data["spatial_dims"]),
+            labels={int(k): str(v) for k, v in labels.items()}, preprocessing=dict(data["preprocessing"]),
+            inference=dict(data["inference"]), postprocessing=dict(data.get("postprocessing") or {}),
+            plan=data.get("plan"), training=dict(data.get("training") or {}), sha256=str(data.get("sha256", "")),
+            versions=dict(data.get("versions") or {}), schema_version=int(schema),
+            extra={k: v for k, v in data.items() if k not in known},
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``model.json`` dict (string label keys, current schema version).
+
+        Example:
+            >>> e = ModelExport("unet3d", {}, 3, {0: "background", 1: "liver"}, {}, {"patch_size": [32, 32, 32]})
+            >>> e.to_json()["labels"], e.to_json()["schema_version"]
+            ({'0': 'background', '1': 'liver'}, 2)
+        """
+        out: dict[str, Any] = {
+            "model": {"name": self.name, "config": dict(self.config)},
+            "spatial_dims": self.spatial_dims,
+            "labels": {str(k): v for k, v in sorted(self.labels.items())},
+            "preprocessing": dict(self.preprocessing),
+            "inference": dict(self.inference),
+        }
+        if self.postprocessing:
+            out["postprocessing"] = dict(self.postprocessing)
+        if self.plan is not None:
+            out["plan"] = self.plan
+        if self.training:
+            out["training"] = dict(self.training)
+        out.update(self.extra)
+        out.update({"format_version": FORMAT_VERSION, "schema_version": SCHEMA_VERSION,
+                    "versions": dict(self.versions), "sha256": self.sha256})
+        return out
 
 
-def save_export(out_dir: str | os.PathLike[str], model: Any, info: dict[str, Any]) -> Path:
+def validate_info(info: Mapping[str, Any], *, where: str = "model.json") -> None:
+    """Check the structure of a ``model.json`` dict (:meth:`ModelExport.from_json`); raises :class:`ModelError`."""
+    ModelExport.from_json(info, where=where)
+
+
+def save_export(out_dir: str | os.PathLike[str], model: Any, info: Mapping[str, Any] | ModelExport) -> Path:
     """Write ``model.pt`` and ``model.json`` into ``out_dir`` (atomically); returns ``out_dir``.
 
     Args:
@@ -87,17 +174,15 @@ def save_export(out_dir: str | os.PathLike[str], model: Any, info: dict[str, Any
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    info = dict(info)
-    validate_info(info, where=str(out / INFO_NAME))
+    export = info if isinstance(info, ModelExport) else ModelExport.from_json(info, where=str(out / INFO_NAME))
     state = model.state_dict() if hasattr(model, "state_dict") else dict(model)
     state = {k: v.detach().to("cpu").clone().contiguous() for k, v in state.items()}
     with atomic_path(out / WEIGHTS_NAME) as tmp:
         torch.save(state, tmp)
-    info["format_version"] = FORMAT_VERSION
-    info["versions"] = {**library_versions(), **info.get("versions", {})}
-    info["sha256"] = sha256_file(out / WEIGHTS_NAME)
-    write_text_atomic(out / INFO_NAME, json.dumps(info, indent=2, sort_keys=False) + "\n")
-    log.info("exported %s to %s", info["model"]["name"], out)
+    export.versions = {**library_versions(), **export.versions}
+    export.sha256 = sha256_file(out / WEIGHTS_NAME)
+    write_text_atomic(out / INFO_NAME, json.dumps(export.to_json(), indent=2, sort_keys=False) + "\n")
+    log.info("exported %s to %s", export.name, out)
     return out
 
 
@@ -114,18 +199,24 @@ def find_export(path: str | os.PathLike[str]) -> Path:
     raise InputError(f"{path}: no {INFO_NAME} + {WEIGHTS_NAME} here or in {Path(path) / 'export'}")
 
 
-def read_info(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and validate ``model.json`` of an export folder (``RUN_DIR`` or ``RUN_DIR/export``)."""
+def read_export(path: str | os.PathLike[str]) -> ModelExport:
+    """The :class:`ModelExport` of an export folder (``RUN_DIR``, ``RUN_DIR/export`` or a file in it).
+
+    Raises:
+        InputError: no export there.
+        ModelError: ``model.json`` is not valid JSON or not a valid export (names the key).
+    """
     folder = find_export(path)
     try:
-        info = json.loads((folder / INFO_NAME).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+        data = json.loads((folder / INFO_NAME).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelError(f"{folder / INFO_NAME}: not valid JSON ({exc})") from exc
-    validate_info(info, where=str(folder / INFO_NAME))
-    version = info.get("format_version", FORMAT_VERSION)
-    if version != FORMAT_VERSION:
-        raise ModelError(f"{folder / INFO_NAME}: format_version {version} is not supported (expected {FORMAT_VERSION})")
-    return info
+    return ModelExport.from_json(data, where=str(folder / INFO_NAME))
+
+
+def read_info(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """``model.json`` of an export folder as a dict, read through :class:`ModelExport` (current schema)."""
+    return read_export(path).to_json()
 
 
 def load_exported(path: str | os.PathLike[str], device: Any = "cpu", *, verify: bool = True) -> tuple[Any, dict[str, Any]]:
@@ -140,24 +231,41 @@ def load_exported(path: str | os.PathLike[str], device: Any = "cpu", *, verify: 
         InputError: no export found at ``path``.
         ModelError: checksum mismatch, or the weights do not fit the architecture.
     """
-    import torch
-
     from medseg.models.registry import create_model
 
     folder = find_export(path)
-    info = read_info(folder)
+    export = read_export(folder)
+    info = export.to_json()
     weights = folder / WEIGHTS_NAME
     if verify and info.get("sha256") and sha256_file(weights) != info["sha256"]:
         raise ModelError(f"{weights}: SHA-256 does not match model.json (file changed or corrupt)")
     state = read_state_dict(weights, map_location=device)
-    config = dict(info["model"].get("config", {}))
-    for key in INITIAL_WEIGHT_KEYS:  # initial weights that are gone: the exported state_dict replaces them
+    from medseg.models.registry import get_model_spec
+
+    config = dict(export.config)
+    for key in get_model_spec(export.name).weight_keys:  # initial weights that are gone: the export replaces them
         if isinstance(config.get(key), str) and not Path(config[key]).exists():
             log.info("%s: initial %s %s is gone; the exported weights are used", folder, key, config.pop(key))
-    model = create_model(info["model"]["name"], **config)
-    load_state_exactly(model, state, where=f"{weights}: weights do not fit model {info['model']['name']!r}")
+    if export.schema_version == 1:
+        config = _drop_legacy_keys(export.name, config, where=str(folder / INFO_NAME))
+    model = create_model(export.name, **config)
+    load_state_exactly(model, state, where=f"{weights}: weights do not fit model {export.name!r}")
     model.to(device).eval()
     return model, info
+
+
+def _drop_legacy_keys(name: str, config: dict[str, Any], *, where: str) -> dict[str, Any]:
+    """Schema-1 exports could carry training settings in ``model.config`` (SAM2's ``init_checkpoint``,
+    ``freeze_image_encoder``, ...) that builders no longer take: drop those, saying which."""
+    import inspect
+
+    from medseg.models.registry import get_model_spec
+
+    accepted = set(inspect.signature(get_model_spec(name).builder).parameters)
+    legacy = sorted(set(config) - accepted)
+    if legacy:
+        log.info("%s: schema-1 model.config keys %s are training settings, not the network: ignored", where, legacy)
+    return {k: v for k, v in config.items() if k in accepted}
 
 
 def read_state_dict(path: str | os.PathLike[str], *, map_location: Any = "cpu") -> dict[str, Any]:
@@ -197,6 +305,9 @@ def load_state_exactly(model: Any, state: Mapping[str, Any], *, where: str) -> N
 
 __all__ = [
     "FORMAT_VERSION",
+    "SCHEMA_VERSION",
+    "ModelExport",
+    "read_export",
     "save_export",
     "load_exported",
     "load_state_exactly",

@@ -40,12 +40,19 @@ SEGFORMER_VARIANTS: dict[str, dict[str, Any]] = {
 }
 _SEGFORMER_COMMON = {"num_attention_heads": [1, 2, 5, 8], "sr_ratios": [8, 4, 2, 1]}
 _SEGFORMER_HEAD = "model.decode_head.classifier."
+#: total downsampling of the MiT encoder: H and W must be multiples of it
+SEGFORMER_STRIDE = 32
 
 
 # ---------------------------------------------------------------- deeplabv3plus
 
 
-@register_model("deeplabv3plus", spatial_dims=2, description="DeepLabV3+ (segmentation-models-pytorch, any encoder)")
+@register_model(
+    "deeplabv3plus", spatial_dims=2, description="DeepLabV3+ (segmentation-models-pytorch, any encoder)",
+    input_multiple=lambda c: [int(c["encoder_output_stride"])] * 2,
+    weight_keys=("weights", "encoder_weights"),
+    tiny_config={"in_channels": 1, "out_channels": 3, "encoder_name": "resnet18", "decoder_channels": 16},
+)
 def build_deeplabv3plus(
     *,
     in_channels: int = 3,
@@ -184,7 +191,13 @@ def segformer_config(
     return SegformerConfig(**values)
 
 
-@register_model("segformer", spatial_dims=2, description="SegFormer b0-b5 (transformers), logits at input size")
+@register_model(
+    "segformer", spatial_dims=2, description="SegFormer b0-b5 (transformers), logits at input size",
+    input_multiple=lambda c: [SEGFORMER_STRIDE, SEGFORMER_STRIDE],
+    weight_keys=("weights",),
+    tiny_config={"in_channels": 1, "out_channels": 3, "hidden_sizes": [8, 16, 32, 64], "depths": [1, 1, 1, 1],
+                 "num_attention_heads": [1, 2, 4, 8], "decoder_hidden_size": 16},
+)
 def build_segformer(
     *,
     in_channels: int = 3,

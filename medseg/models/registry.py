@@ -1,9 +1,17 @@
 """The model registry: one decorator, one factory, names listed on a wrong guess.
 
-A model family registers a builder function under a name::
+A model family registers a builder function under a name, with its contract::
 
-    @register_model("unet3d", spatial_dims=3)
+    @register_model("unet3d", spatial_dims=3, input_multiple=unet3d_multiple,
+                    weight_keys=(), tiny_config={"filters": [4, 8], ...})
     def build_unet3d(*, in_channels: int = 1, out_channels: int = 2, ...) -> torch.nn.Module: ...
+
+The contract is what the rest of medseg reads instead of switching on model names:
+``spatial_dims``; ``input_multiple(config)``, the per-axis factor every input size must
+be a multiple of (U-Net depth, DeepLabV3+ output stride, SegFormer's /32; 1 for SAM2,
+whose adapter resizes every slice to its ``image_size``); ``weight_keys``, the builder
+options that name local files of initial weights (an export's own state_dict replaces
+them); and ``tiny_config``, a small config the shared model test harness builds.
 
 and everything else (training, export, inference) creates models by name and config
 through :func:`create_model`. A family may also name its own Lightning module
@@ -19,7 +27,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +37,7 @@ log = logging.getLogger(__name__)
 
 # Modules that register model families when imported. Later issues append to this tuple.
 BUILTIN_FAMILIES: tuple[str, ...] = (
-    "medseg.models.unet2d", "medseg.models.unet3d", "medseg.models.sam2_model", "medseg.models.general2d",
+    "medseg.models.unet2d", "medseg.models.unet3d", "medseg.models.sam2", "medseg.models.general2d",
 )
 
 
@@ -52,6 +60,11 @@ class ModelSpec:
             family, or ``None`` for the generic segmentation engine.
         description: one line for ``medseg train --list-models``.
         defaults: keyword defaults of the builder (introspected), for documentation.
+        input_multiple: ``input_multiple(config) -> per-axis factors`` (voxels/pixels) that
+            every input size must be a multiple of; ``config`` has the builder defaults filled in.
+        weight_keys: builder options naming local initial-weight files.
+        tiny_config: a small config for tests (built by the shared model harness).
+        promptable: the network needs prompts (SAM2): it has no plain ``forward(image)``.
     """
 
     name: str
@@ -60,6 +73,33 @@ class ModelSpec:
     training_module: str | None = None
     description: str = ""
     defaults: dict[str, Any] = field(default_factory=dict)
+    input_multiple: Callable[[dict[str, Any]], Sequence[int]] | None = None
+    weight_keys: tuple[str, ...] = ()
+    tiny_config: dict[str, Any] | None = None
+    promptable: bool = False
+
+    def size_multiple(self, config: Mapping[str, Any] | None = None) -> tuple[int, ...]:
+        """Per-axis factor (``spatial_dims`` values) every input size must be a multiple of.
+
+        Example:
+            >>> get_model_spec("unet2d").size_multiple({"encoder_depth": 4})
+            (16, 16)
+        """
+        if self.input_multiple is None:
+            return (1,) * self.spatial_dims
+        merged = {**self.defaults, **dict(config or {})}
+        factors = tuple(int(f) for f in self.input_multiple(merged))
+        if len(factors) == 1:
+            factors = factors * self.spatial_dims
+        if len(factors) != self.spatial_dims or min(factors) < 1:
+            raise ModelError(f"model {self.name!r}: input_multiple gave {factors} for {self.spatial_dims} axes")
+        return factors
+
+    def check_size(self, size: Sequence[int], config: Mapping[str, Any] | None = None, *, what: str) -> None:
+        """Raise :class:`ConfigError` naming ``what`` when ``size`` breaks :meth:`size_multiple`."""
+        multiple = self.size_multiple(config)
+        if len(size) != len(multiple) or any(int(s) % m for s, m in zip(size, multiple)):
+            raise ConfigError(f"{what} {list(size)} must be a multiple of {list(multiple)} for model {self.name!r}")
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -72,8 +112,16 @@ def register_model(
     spatial_dims: int = 3,
     training_module: str | None = None,
     description: str = "",
+    input_multiple: Callable[[dict[str, Any]], Sequence[int]] | None = None,
+    weight_keys: Sequence[str] = (),
+    tiny_config: dict[str, Any] | None = None,
+    promptable: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator: register ``builder`` under ``name`` (lower-case letters, digits, ``_``)."""
+    """Decorator: register ``builder`` under ``name`` (lower-case letters, digits, ``_``) with its contract.
+
+    See :class:`ModelSpec` for the contract fields. A family without ``tiny_config`` fails
+    the shared model test harness (``tests/test_model_contracts.py``).
+    """
     if not name or not name.replace("_", "").isalnum() or name != name.lower():
         raise ConfigError(f"model name {name!r} must be lower-case letters, digits and '_'")
     if spatial_dims not in (2, 3):
@@ -98,6 +146,10 @@ def register_model(
             training_module=training_module,
             description=description or (inspect.getdoc(builder) or "").split("\n")[0],
             defaults=defaults,
+            input_multiple=input_multiple,
+            weight_keys=tuple(weight_keys),
+            tiny_config=dict(tiny_config) if tiny_config is not None else None,
+            promptable=promptable,
         )
         return builder
 
@@ -138,6 +190,12 @@ def get_model_spec(name: str) -> ModelSpec:
         raise UnknownModelError(f"unknown model {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
 
 
+def initial_weight_keys() -> tuple[str, ...]:
+    """Every registered family's ``weight_keys`` (builder options naming local initial-weight files)."""
+    _load_builtin()
+    return tuple(sorted({k for spec in _REGISTRY.values() for k in spec.weight_keys}))
+
+
 def create_model(name: str, **config: Any) -> Any:
     """Build the model registered as ``name`` with keyword ``config``; returns a ``torch.nn.Module``.
 
@@ -174,4 +232,5 @@ __all__ = [
     "list_models",
     "get_model_spec",
     "create_model",
+    "initial_weight_keys",
 ]

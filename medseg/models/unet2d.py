@@ -17,7 +17,13 @@ from medseg.errors import ConfigError, ModelError
 from medseg.models.registry import register_model
 
 
-@register_model("unet2d", spatial_dims=2, description="2D U-Net (segmentation-models-pytorch, any encoder)")
+@register_model(
+    "unet2d", spatial_dims=2, description="2D U-Net (segmentation-models-pytorch, any encoder)",
+    input_multiple=lambda c: [2 ** int(c["encoder_depth"])] * 2,
+    weight_keys=("encoder_weights_path",),
+    tiny_config={"in_channels": 1, "out_channels": 3, "encoder_name": "resnet18", "encoder_depth": 3,
+                 "decoder_channels": [32, 16, 8]},
+)
 def build_unet2d(
     *,
     in_channels: int = 1,

@@ -27,7 +27,15 @@ def _strides(strides: Sequence[Any] | None, levels: int) -> list[list[int]]:
     return out
 
 
-@register_model("unet3d", spatial_dims=3, description="3D U-Net: MONAI DynUNet (nnU-Net style) or MONAI UNet")
+def _input_multiple(config: dict[str, Any]) -> list[int]:
+    return divisor(config)
+
+
+@register_model(
+    "unet3d", spatial_dims=3, description="3D U-Net: MONAI DynUNet (nnU-Net style) or MONAI UNet",
+    input_multiple=_input_multiple,
+    tiny_config={"in_channels": 1, "out_channels": 3, "filters": [4, 8, 16]},
+)
 def build_unet3d(
     *,
     in_channels: int = 1,

@@ -17,7 +17,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from medseg.batch.manifest import MANIFEST_NAME, latest_records, read_manifest
+from medseg.io.manifest import MANIFEST_NAME, latest_records, read_manifest
 from medseg.errors import InputError
 from medseg.io.atomic import write_text_atomic
 

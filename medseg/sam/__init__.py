@@ -16,11 +16,11 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "build_sam2": "medseg.sam.model",
-    "load_sam2": "medseg.sam.model",
-    "save_checkpoint": "medseg.sam.model",
-    "read_checkpoint": "medseg.sam.model",
-    "CONFIGS": "medseg.sam.model",
+    "build_sam2": "medseg.models.sam2",
+    "load_sam2": "medseg.models.sam2",
+    "save_checkpoint": "medseg.models.sam2",
+    "read_checkpoint": "medseg.models.sam2",
+    "CONFIGS": "medseg.models.sam2",
     "Preprocess": "medseg.sam.preprocess",
     "CT_WINDOWS": "medseg.sam.preprocess",
     "SlicePrompt": "medseg.sam.prompts",
@@ -32,13 +32,7 @@ _EXPORTS = {
     "SlicePredictor": "medseg.sam.segment",
     "segment_slice": "medseg.sam.segment",
     "propagate": "medseg.sam.segment",
-    "Sam2FinetuneModule": "medseg.sam.finetune",
-    "FinetuneConfig": "medseg.sam.finetune",
-    "finetune": "medseg.sam.finetune",
-    "evaluate_prompted": "medseg.sam.finetune",
     "export_sam2": "medseg.sam.export",
-    "segment_study": "medseg.sam.study",
-    "Sam2Refiner": "medseg.sam.study",
 }
 
 

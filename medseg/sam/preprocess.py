@@ -1,4 +1,4 @@
-"""Intensity preprocessing for SAM2: CT windowing and MR percentile scaling.
+"""Intensity preprocessing for SAM2: CT windowing and MR percentile scaling (one vocabulary).
 
 SAM2 expects an RGB image with values in ``[0, 255]`` that it normalises with the
 ImageNet mean and standard deviation. Medical volumes are mapped to that range
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import ConfigError, InputError
+from medseg.transforms.intensity import IMAGENET_MEAN, IMAGENET_STD, normalize_intensity
 from medseg.volume import Volume
 
 #: Preset CT windows, name -> (level, width) in Hounsfield units.
@@ -30,9 +31,8 @@ CT_WINDOWS: dict[str, tuple[float, float]] = {
     "wide": (40.0, 2000.0),
 }
 
-#: ImageNet statistics SAM2 normalises its 0..1 RGB input with.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+#: ImageNet statistics SAM2 normalises its 0..1 RGB input with: ``IMAGENET_MEAN`` / ``IMAGENET_STD``
+#: of :mod:`medseg.transforms.intensity` (imported above).
 
 _MODES = ("auto", "ct", "mr", "none")
 
@@ -102,6 +102,16 @@ class Preprocess:
             return self.mode
         return "ct" if str(volume.meta.get("modality", "")).upper() == "CT" else "mr"
 
+    def normalization(self, volume: Volume) -> dict[str, Any]:
+        """The :mod:`medseg.transforms.intensity` spec this mapping means for ``volume``."""
+        mode = self.resolved_mode(volume)
+        if mode == "ct":
+            level, width = self.ct_window()
+            return {"kind": "window", "level": level, "width": width}
+        if mode == "mr":
+            return {"kind": "percentile_window", "percentiles": list(self.percentiles)}
+        return {"kind": "clip255"}
+
     def ct_window(self) -> tuple[float, float]:
         """``(level, width)`` in HU of the CT window."""
         if self.level is not None and self.width is not None:
@@ -110,37 +120,21 @@ class Preprocess:
 
 
 def window_ct(array: np.ndarray, level: float, width: float) -> np.ndarray:
-    """Map HU to ``[0, 255]`` float32: ``level - width/2`` -> 0, ``level + width/2`` -> 255, clipped.
+    """Map HU to ``[0, 255]`` float32 (the ``window`` normalisation): ``level - width/2`` -> 0, ``+ width/2`` -> 255.
 
     Example:
         >>> window_ct(np.array([-1000.0, 40.0, 240.0]), 40, 400).tolist()
         [0.0, 127.5, 255.0]
     """
-    out = np.array(array, dtype=np.float32)  # a copy; then in place (volumes can be large)
-    out -= np.float32(level - width / 2.0)
-    out *= np.float32(255.0 / width)
-    return np.clip(out, 0.0, 255.0, out=out)
+    return normalize_intensity(array, {"kind": "window", "level": level, "width": width})
 
 
 def scale_percentiles(array: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
-    """Map the ``low``..``high`` percentiles of the non-zero voxels to ``[0, 255]`` float32, clipped.
+    """Map the ``low``..``high`` percentiles of the non-zero voxels to ``[0, 255]`` (``percentile_window``).
 
     A constant image maps to zeros.
     """
-    arr = np.asarray(array, dtype=np.float32)
-    finite = arr[np.isfinite(arr)]
-    sample = finite[finite != 0] if np.any(finite != 0) else finite
-    if sample.size == 0:
-        return np.zeros(arr.shape, dtype=np.float32)
-    if sample.size > 2_000_000:  # percentiles of a regular subsample: same values, 10x faster
-        sample = sample[:: sample.size // 1_000_000]
-    lo, hi = np.percentile(sample, [low, high])
-    if not hi > lo:
-        return np.zeros(arr.shape, dtype=np.float32)
-    out = np.nan_to_num(arr, nan=float(lo), copy=True)
-    out -= np.float32(lo)
-    out *= np.float32(255.0 / (hi - lo))
-    return np.clip(out, 0.0, 255.0, out=out)
+    return normalize_intensity(array, {"kind": "percentile_window", "percentiles": [low, high]})
 
 
 def scale_volume(volume: Volume, preprocess: Preprocess | None = None) -> np.ndarray:
@@ -152,12 +146,7 @@ def scale_volume(volume: Volume, preprocess: Preprocess | None = None) -> np.nda
     pre = preprocess or Preprocess()
     if volume.channel_first:
         raise InputError(f"SAM2 takes a single-channel volume, got array shape {volume.shape}")
-    mode = pre.resolved_mode(volume)
-    if mode == "ct":
-        return window_ct(volume.array, *pre.ct_window())
-    if mode == "mr":
-        return scale_percentiles(volume.array, *pre.percentiles)
-    return np.clip(np.asarray(volume.array, dtype=np.float32), 0.0, 255.0)
+    return normalize_intensity(volume.array, pre.normalization(volume))
 
 
 def take_slice(array: np.ndarray, slice_index: int, axis: int) -> np.ndarray:

@@ -145,6 +145,21 @@ class PostprocessConfig(_Strict):
     fill_holes: bool = False
 
 
+class FinetuneConfig(_Strict):
+    """Fine-tuning settings of a promptable family (SAM2), read by its training module.
+
+    They describe the training, not the network, so they are not part of ``model.config``
+    and never reach the export's ``model.json``.
+    """
+
+    init_checkpoint: Path | None = None
+    freeze_image_encoder: bool = True
+    cache_embeddings: bool = True
+    max_cache: int = Field(4096, ge=1)
+    prompt: dict[str, Any] = Field(default_factory=dict)
+    loss_weights: dict[str, float] = Field(default_factory=lambda: {"dice": 1.0, "bce": 1.0, "iou": 1.0})
+
+
 class Config(_Strict):
     """A complete training job."""
 
@@ -158,6 +173,7 @@ class Config(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     postprocessing: dict[str, PostprocessConfig] = Field(default_factory=dict)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     description: str = ""
 
 

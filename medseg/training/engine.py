@@ -38,7 +38,7 @@ def _is_rank_zero() -> bool:
 # --------------------------------------------------------------------------- plan and data
 def get_plan(cfg: Config, dataset: Any, run_dir: Path) -> dict[str, Any]:
     """The plan: ``plan.path``, else the run's ``plan.json`` (resume), else computed; config overrides applied."""
-    from medseg.planning import load_plan, plan_dataset
+    from medseg.training.planning import load_plan, plan_dataset
 
     if cfg.plan.path is not None:
         plan = load_plan(cfg.plan.path)
@@ -46,7 +46,11 @@ def get_plan(cfg: Config, dataset: Any, run_dir: Path) -> dict[str, Any]:
         plan = load_plan(run_dir / "plan.json")
     else:
         log.info("computing the dataset plan for %s", dataset.root)
-        plan = plan_dataset(dataset, memory_budget_mb=cfg.plan.memory_budget_mb, max_patch=cfg.plan.max_patch)
+        from medseg.models.registry import get_model_spec
+
+        planned = {f"model_{get_model_spec(cfg.model.name).spatial_dims}d": (cfg.model.name, dict(cfg.model.config))}
+        plan = plan_dataset(dataset, memory_budget_mb=cfg.plan.memory_budget_mb, max_patch=cfg.plan.max_patch,
+                            **planned)
     pre = plan["preprocessing"]
     if cfg.plan.target_spacing_mm is not None:
         if len(cfg.plan.target_spacing_mm) != 3:
@@ -173,10 +177,7 @@ def resolve_model(cfg: Config, dataset: Any, plan: dict[str, Any]) -> tuple[dict
     batch = int(cfg.train.batch_size or conf["batch_size"])
     if len(patch) != sd:
         raise ConfigError(f"train.patch_size needs {sd} values for model {cfg.model.name!r}, got {patch}")
-    div = _divisor(cfg.model.name, model_config, sd)
-    bad = [p for p, d in zip(patch, div) if p % d]
-    if bad:
-        raise ConfigError(f"train.patch_size {patch} must be a multiple of {div} for model {cfg.model.name!r}")
+    spec.check_size(patch, model_config, what="train.patch_size")
     module_cls: type
     if spec.training_module:
         mod_name, _, cls_name = spec.training_module.partition(":")
@@ -186,16 +187,6 @@ def resolve_model(cfg: Config, dataset: Any, plan: dict[str, Any]) -> tuple[dict
 
         module_cls = SegmentationModule
     return model_config, sd, patch, batch, module_cls
-
-
-def _divisor(name: str, config: dict[str, Any], sd: int) -> list[int]:
-    if name == "unet3d":
-        from medseg.models.unet3d import divisor
-
-        return divisor(config)
-    if name == "unet2d":
-        return [2 ** int(config.get("encoder_depth", 5))] * 2
-    return [1] * sd
 
 
 def _postprocessing(cfg: Config, labels: dict[int, str]) -> dict[str, dict[str, Any]]:
@@ -245,7 +236,7 @@ def train(
         raise ConfigError("dataset.root: required (the dataset folder or manifest); set it with --set dataset.root=DIR")
 
     from medseg.data.datasets import load_dataset, validate_dataset
-    from medseg.planning import save_plan
+    from medseg.training.planning import save_plan
     from medseg.transforms.recipes import build_recipe, load_recipe
 
     dataset = load_dataset(cfg.dataset.root)
@@ -279,6 +270,7 @@ def train(
         loss=cfg.loss.model_dump(), optimizer=cfg.optimizer.model_dump(), schedule=cfg.schedule.model_dump(),
         inference=cfg.inference.model_dump(), total_steps=steps,
         budget_s=cfg.train.max_minutes * 60 if cfg.train.max_minutes else None,
+        finetune=cfg.finetune.model_dump(mode="json"),
     )
     train_loader, val_loader = make_loaders(cfg, recipe, context, train_cases, val_cases, batch, trainer.world_size)
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(ckpt_last) if resume else None, weights_only=True)
@@ -331,7 +323,6 @@ def _log_version(run_dir: Path) -> str:
 
 def build_trainer(cfg: Config, run_dir: Path, log_version: str = "") -> Any:
     """The Lightning ``Trainer`` for ``cfg`` (checkpoints, CSV/TensorBoard logs, time budget)."""
-    import lightning as L
     import torch
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
@@ -339,8 +330,6 @@ def build_trainer(cfg: Config, run_dir: Path, log_version: str = "") -> Any:
     from medseg.training.module import StepTimer
 
     t = cfg.train
-    _quiet_lightning()
-    L.seed_everything(t.seed, workers=True, verbose=False)
     precision = {"auto": "16-mixed" if torch.cuda.is_available() else "32-true", "32": "32-true"}.get(
         t.precision, t.precision)
     loggers: list[Any] = [CSVLogger(save_dir=str(run_dir), name="logs", version=log_version)]
@@ -364,7 +353,8 @@ def build_trainer(cfg: Config, run_dir: Path, log_version: str = "") -> Any:
     strategy = t.strategy
     if strategy == "auto" and t.devices not in (1, "auto") and t.accelerator == "cpu":
         strategy = "ddp_spawn"
-    return L.Trainer(
+    return make_trainer(
+        seed=t.seed,
         default_root_dir=str(run_dir),
         accelerator=t.accelerator,
         devices=t.devices,
@@ -375,17 +365,29 @@ def build_trainer(cfg: Config, run_dir: Path, log_version: str = "") -> Any:
         max_steps=t.max_steps,
         max_time=datetime.timedelta(minutes=t.max_minutes) if t.max_minutes else None,
         check_val_every_n_epoch=t.val_every_n_epochs,
-        num_sanity_val_steps=0,
         gradient_clip_val=t.gradient_clip,
         logger=loggers,
         callbacks=callbacks,
         enable_progress_bar=t.progress_bar,
-        enable_model_summary=False,
         log_every_n_steps=max(1, min(10, t.iterations_per_epoch)),
         deterministic=t.deterministic,
         use_distributed_sampler=t.shuffle,  # without shuffling, RankSampler splits the training samples
-        benchmark=False,
     )
+
+
+def make_trainer(*, seed: int, **settings: Any) -> Any:
+    """The one Lightning ``Trainer`` setup of medseg (the engine's runs and SAM2's :func:`finetune`).
+
+    Seeds everything with ``seed``, silences Lightning's adverts, and applies medseg's fixed
+    choices (no sanity validation, no model summary, cuDNN benchmark off) under ``settings``,
+    which are ``lightning.Trainer`` keyword arguments.
+    """
+    import lightning as L
+
+    _quiet_lightning()
+    L.seed_everything(seed, workers=True, verbose=False)
+    fixed = {"num_sanity_val_steps": 0, "enable_model_summary": False, "benchmark": False}
+    return L.Trainer(**{**fixed, **settings})
 
 
 def merge_metrics(log_dir: Path, out_csv: Path) -> bool:

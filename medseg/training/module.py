@@ -92,14 +92,16 @@ class SegmentationModule(L.LightningModule):
         labels: label value -> name (``0`` background).
         loss, optimizer, schedule, inference: config dicts (see :mod:`medseg.training.config`).
         total_steps: planned optimizer steps (for the schedule); ``budget_s``: time budget.
+        finetune: the config's ``finetune`` section (read by promptable families' modules;
+            unused by dense segmentation).
     """
 
     def __init__(self, *, model_name: str, model_config: dict[str, Any], spatial_dims: int,
                  patch_size: list[int], labels: dict[str, str], loss: dict[str, Any],
                  optimizer: dict[str, Any], schedule: dict[str, Any], inference: dict[str, Any],
-                 total_steps: int, budget_s: float | None = None) -> None:
+                 total_steps: int, budget_s: float | None = None, finetune: dict[str, Any] | None = None) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["finetune"])
         self.net = create_model(model_name, **model_config)
         self.loss_fn = build_loss(loss)
         self.spatial_dims = spatial_dims

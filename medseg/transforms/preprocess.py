@@ -6,8 +6,9 @@ Three steps, always in this order (see ``preprocess_pair``):
    requested orientation (default ``"RAS"``). Exact: no interpolation.
 2. :func:`resample_to_spacing` - resample onto a grid of the target spacing (mm),
    labels nearest-neighbour (``order=0``).
-3. :func:`normalize_intensity` - CT windowing or per-image percentile clip + z-score,
-   as described by the ``normalization`` dict of a plan / ``model.json``.
+3. :func:`~medseg.transforms.intensity.normalize_intensity` - the one normalisation
+   vocabulary (CT clip + standardise, per-image percentile clip + z-score, ...), as the
+   ``normalization`` dict of a plan / ``model.json`` says.
 
 Only numpy, scipy and nibabel's orientation helpers are used, so results are the
 same on every machine. The MONAI training recipes call these functions through the
@@ -23,81 +24,12 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import ConfigError, InputError
+from medseg.transforms.intensity import NORMALIZATION_KINDS, normalize_intensity
 from medseg.volume import Volume
 
 log = logging.getLogger(__name__)
 
-NORMALIZATION_KINDS = ("ct", "zscore", "none")
 _SPACING_RTOL = 1e-3  # relative tolerance under which a spacing counts as already reached
-
-
-# --------------------------------------------------------------------------- intensity
-def normalize_intensity(array: np.ndarray, spec: Mapping[str, Any]) -> np.ndarray:
-    """Normalise image intensities; returns a new float32 array of the same shape.
-
-    ``spec`` is the ``normalization`` dict of a plan / ``model.json``:
-
-    - ``{"kind": "ct", "clip": [lo, hi], "mean": m, "std": s}``: clip to ``[lo, hi]``
-      (HU), then ``(x - m) / s``. ``clip`` may be omitted (no clipping).
-    - ``{"kind": "zscore", "percentiles": [0.5, 99.5]}``: per image, clip to the given
-      percentiles of the nonzero voxels (all voxels when none are nonzero), then
-      subtract the mean and divide by the standard deviation of those (clipped)
-      voxels. Every voxel is transformed, zeros included.
-    - ``{"kind": "none"}``: cast to float32 only.
-
-    Raises:
-        ConfigError: unknown ``kind`` or missing/invalid fields (the message names them).
-
-    Example:
-        >>> normalize_intensity(np.array([-1000.0, 60.0, 1000.0]),
-        ...                     {"kind": "ct", "clip": [-160, 240], "mean": 60, "std": 50}).tolist()
-        [-4.400000095367432, 0.0, 3.5999999046325684]
-    """
-    kind = str(spec.get("kind", "")).lower()
-    x = np.asarray(array, dtype=np.float32)
-    if kind == "none":
-        return x.copy()
-    if kind == "ct":
-        out = x.copy()
-        clip = spec.get("clip")
-        if clip is not None:
-            lo, hi = _pair(clip, "normalization.clip")
-            np.clip(out, lo, hi, out=out)
-        mean = float(spec.get("mean", 0.0))
-        std = float(spec.get("std", 1.0))
-        if not np.isfinite(std) or std <= 0:
-            raise ConfigError(f"normalization.std must be a positive number, got {spec.get('std')!r}")
-        out -= np.float32(mean)
-        out /= np.float32(std)
-        return out
-    if kind == "zscore":
-        p_lo, p_hi = _pair(spec.get("percentiles", (0.5, 99.5)), "normalization.percentiles")
-        if not 0.0 <= p_lo < p_hi <= 100.0:
-            raise ConfigError(f"normalization.percentiles must satisfy 0 <= lo < hi <= 100, got {[p_lo, p_hi]}")
-        mask = x != 0
-        values = x[mask] if mask.any() else x.ravel()
-        if values.size == 0:
-            return x.copy()
-        lo, hi = np.percentile(values.astype(np.float64), [p_lo, p_hi])
-        out = np.clip(x, np.float32(lo), np.float32(hi))
-        clipped = np.clip(values.astype(np.float64), lo, hi)
-        mean, std = float(clipped.mean()), float(clipped.std())
-        out -= np.float32(mean)
-        out /= np.float32(max(std, 1e-8))
-        return out
-    raise ConfigError(
-        f"normalization.kind {spec.get('kind')!r} is not known; valid kinds: {', '.join(NORMALIZATION_KINDS)}"
-    )
-
-
-def _pair(value: Any, key: str) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key} must be a list of two numbers, got {value!r}") from None
-    if not lo <= hi:
-        raise ConfigError(f"{key} must be [low, high] with low <= high, got {[lo, hi]}")
-    return lo, hi
 
 
 # --------------------------------------------------------------------------- orientation

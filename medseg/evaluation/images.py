@@ -37,9 +37,10 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import ConfigError, InputError
-from medseg.evaluate import json_safe, write_csv
-from medseg.general.images import IMAGE_SUFFIXES, files_by_stem, read_mask
-from medseg.io.atomic import atomic_path, write_text_atomic
+from medseg.io.tables import json_safe, write_csv
+from medseg.plots.charts import iou_bar_chart
+from medseg.io.images import IMAGE_SUFFIXES, files_by_stem, read_mask
+from medseg.io.atomic import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -187,33 +188,6 @@ def dataset_metrics(cm: np.ndarray) -> dict[str, Any]:
             "acc": acc.tolist(), "pred_pixels": cm.sum(axis=0).tolist(), "ref_pixels": cm.sum(axis=1).tolist()}
 
 
-def _bar_chart(path: Path, names: Sequence[str], iou: Sequence[float], miou: float) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    n = len(names)
-    fig = Figure(figsize=(min(40.0, max(5.0, 0.35 * n + 2)), 4.0), dpi=100)
-    ax = fig.subplots()
-    values = np.array(iou, dtype=np.float64)
-    x = np.arange(n)
-    ax.bar(x, np.nan_to_num(values, nan=0.0), color="tab:blue")
-    for i in np.flatnonzero(np.isnan(values)):
-        ax.text(i, 0.01, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
-    if math.isfinite(miou):
-        ax.axhline(miou, color="tab:red", linestyle="--", label=f"mIoU {miou:.3f}")
-        ax.legend(loc="lower right", fontsize=8)
-    ax.set_xticks(x, list(names), rotation=90 if n > 8 else 0, fontsize=7 if n > 20 else 8)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("IoU (dataset)")
-    ax.set_title("IoU per class")
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-
-
 def evaluate_image_folder(
     pred_dir: str | os.PathLike[str],
     ref_dir: str | os.PathLike[str],
@@ -294,7 +268,7 @@ def evaluate_image_folder(
     write_text_atomic(files[1], json.dumps(json_safe(summary), indent=2) + "\n")
     if plots:
         files.append(out / "iou_per_class.png")
-        _bar_chart(files[-1], names, summary["dataset"]["iou"], summary["dataset"]["miou"])
+        iou_bar_chart(files[-1], names, summary["dataset"]["iou"], summary["dataset"]["miou"])
     return ImageEvaluationResult(rows, summary, total, files, only_pred, only_ref)
 
 

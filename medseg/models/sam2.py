@@ -1,4 +1,4 @@
-"""Build SAM2 from the configurations shipped in the ``sam2`` package and load local checkpoints.
+"""The ``sam2`` model family: build SAM2 from the configurations shipped in the ``sam2`` package and load local checkpoints.
 
 Nothing is ever downloaded: weights come from a file or export folder the user names.
 The network is always built as ``sam2.sam2_video_predictor.SAM2VideoPredictor`` (a
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg.errors import ConfigError, InputError, ModelError
+from medseg.models.registry import register_model
 
 log = logging.getLogger(__name__)
 
@@ -330,7 +331,47 @@ def save_checkpoint(net: Any, path: str | os.PathLike[str], *, preprocess: dict[
     return Path(path)
 
 
+# SAM2 resizes every slice to its square ``image_size``: inputs of any size are accepted.
+@register_model(
+    "sam2",
+    spatial_dims=2,
+    training_module="medseg.training.sam2:Sam2FinetuneModule",
+    description="SAM2 promptable segmentation (sam2 package configs tiny..large, SAM 2 / 2.1)",
+    input_multiple=lambda c: [1, 1],
+    promptable=True,
+    tiny_config={"config": "tiny", "image_size": 64, "overrides": [
+        "model.image_encoder.trunk.stages=[1,1,2,1]", "model.image_encoder.trunk.global_att_blocks=[3]",
+        "model.memory_attention.num_layers=1"]},
+)
+def build_sam2_model(
+    *,
+    config: str = "sam2.1_hiera_t",
+    image_size: int = 1024,
+    overrides: list[str] | tuple[str, ...] = (),
+    in_channels: int = 1,
+    out_channels: int = 2,
+) -> Any:
+    """SAM2 network on CPU, randomly initialised (weights are loaded by the caller).
+
+    Args:
+        config: ``sam2`` config name or alias (``tiny``, ``small``, ``base_plus``, ``large``,
+            ``sam2.1_hiera_t``, ``sam2_hiera_l``, ...).
+        image_size: square model input in pixels (1024 as trained; 512 for CPU).
+        overrides: hydra overrides ``model.<key>=<value>``.
+        in_channels: 1 (grey, replicated to RGB) or 3.
+        out_channels: ignored (SAM2 predicts one binary mask per prompt); accepted so that the
+            training engine's defaults apply.
+
+    Fine-tuning settings (initial checkpoint, freezing, prompt simulation, loss weights) are
+    the training config's ``finetune`` section, read by :mod:`medseg.training.sam2`.
+    """
+    if in_channels not in (1, 3):
+        raise ConfigError(f"model 'sam2': in_channels must be 1 or 3 (grey or RGB), got {in_channels}")
+    return build_sam2(config, image_size=image_size, overrides=tuple(overrides), device="cpu", train=False)
+
+
 __all__ = [
+    "build_sam2_model",
     "CONFIGS",
     "ALIASES",
     "resolve_config",

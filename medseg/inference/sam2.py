@@ -1,4 +1,8 @@
-"""Segment one study with SAM2 and write NIfTI (and DICOM-SEG for DICOM input): the CLI's logic."""
+"""SAM2 as a segmenter: :class:`Sam2Refiner` (prompted by a model or a label map) and
+:func:`segment_study` (prompted by a prompts file or mask; ``medseg sam2 segment``).
+
+Both write through :func:`medseg.inference.outputs.write_outputs`, like every segmenter.
+"""
 
 from __future__ import annotations
 
@@ -16,14 +20,6 @@ from medseg.sam.prompts import SlicePrompt, load_prompts, parse_prompts, prompts
 log = logging.getLogger(__name__)
 
 MODES = ("propagate", "slices")
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)] or "study"
-    return name or "study"
 
 
 def segment_study(
@@ -59,9 +55,10 @@ def segment_study(
         label_names: names of the object ids for DICOM-SEG (default ``object N``).
 
     Returns:
-        the record written to ``{stem}_sam2.json`` (inputs, prompts, outputs, timings).
+        the record written to ``{stem}_sam2.json`` (inputs, prompts, outputs, ``timings_s``).
     """
-    from medseg.io import load, save
+    from medseg.inference.outputs import OutputNames, resolve_formats, study_stem, write_outputs
+    from medseg.io import load
     from medseg.io.atomic import write_text_atomic
     from medseg.sam.segment import SlicePredictor, propagate
 
@@ -86,25 +83,19 @@ def segment_study(
         plist = prompts_from_mask(ref, axis=axis, kind=prompt_kind, key_slices=key_slices, labels=labels)
         if not plist:
             raise InputError(f"{prompt_mask}: the prompt mask is empty")
-    is_dicom = volume.meta.get("format") == "dicom"
-    wanted = formats or (("nifti", "dicomseg") if is_dicom else ("nifti",))
-    if "dicomseg" in wanted and not is_dicom:
-        raise InputError(f"{src}: DICOM-SEG output needs a DICOM input")
+    wanted = resolve_formats(volume, formats, strict=True, source=str(src))
     t_load = time.perf_counter()
     if mode == "propagate":
         labels = propagate(model, volume, plist, preprocess=preprocess)
     else:
         labels = SlicePredictor(model, volume, preprocess=preprocess).segment(plist)
     t_seg = time.perf_counter()
-    stem = _stem(src)
-    outputs = {"nifti": str(save(labels, out / f"{stem}_sam2.nii.gz"))} if "nifti" in wanted else {}
+    stem = study_stem(src)
     ids = sorted({p.object_id for p in plist})
-    if "dicomseg" in wanted:
-        from medseg.io.dicomseg import write_dicom_seg
-
-        names = {i: (label_names or {}).get(i, f"object {i}") for i in ids}
-        outputs["dicomseg"] = str(write_dicom_seg(labels, volume.meta["source_files"], out / f"{stem}_sam2.dcm",
-                                                  label_names=names, algorithm_name="medseg SAM2"))
+    names = {i: (label_names or {}).get(i, f"object {i}") for i in ids}
+    written = write_outputs(labels, volume, out, names=OutputNames.for_stem(stem, tag="sam2"), formats=wanted,
+                            label_names=names, algorithm_name="medseg SAM2")
+    outputs = {k: str(v) for k, v in written.paths.items()}
     outputs["prompts"] = str(save_prompts(plist, out / f"{stem}_sam2_prompts.json", volume=volume))
     record = {
         "input": str(src),
@@ -115,8 +106,9 @@ def segment_study(
         "prompts": len(plist),
         "voxels_per_object": {str(i): int((labels.array == i).sum()) for i in ids},
         "outputs": outputs,
-        "seconds": {"load": round(t_load - t0, 3), "segment": round(t_seg - t_load, 3),
-                    "total": round(time.perf_counter() - t0, 3)},
+        "checksums": dict(written.checksums),
+        "timings_s": {"load": round(t_load - t0, 4), "segment": round(t_seg - t_load, 4),
+                      "write": round(sum(written.timings_s.values()), 4), "total": round(time.perf_counter() - t0, 4)},
     }
     write_text_atomic(out / f"{stem}_sam2.json", json.dumps(record, indent=2) + "\n")
     log.info("SAM2 %s: %d object(s) -> %s", mode, len(ids), out)
@@ -160,7 +152,7 @@ class Sam2Refiner:
         self._sam_labels: dict[int, str] = {}
         self._sam_sha256 = ""
         if isinstance(sam, (str, os.PathLike)):
-            from medseg.sam.model import load_sam2
+            from medseg.models.sam2 import load_sam2
 
             self._sam_labels, self._sam_sha256 = _source_description(Path(sam))
             sam = load_sam2(sam, device=device)

@@ -9,7 +9,7 @@ Two ways in, one code path (the module below, also used with Meta's weights):
   on its largest slice and logs ``val_dice``.
 - :func:`finetune` (Python / notebooks): a fixed set of key slices from (image, label)
   Volumes, with the image encoder frozen and its embeddings cached (the practical
-  setting on CPU), then :func:`medseg.sam.model.save_checkpoint`.
+  setting on CPU), then :func:`medseg.models.sam2.save_checkpoint`.
 
 Training-only keys of ``model.config`` (``init_checkpoint``, ``freeze_image_encoder``,
 ``cache_embeddings``, ``prompt``, ``loss_weights``) are read here; the model builder
@@ -38,9 +38,10 @@ try:  # Lightning is a core dependency; the base class must exist when the modul
     import lightning as L
     import torch
 except ImportError as exc:  # pragma: no cover - core dependencies
-    raise ImportError(f"medseg.sam.finetune needs torch and lightning: {exc}") from exc
+    raise ImportError(f"medseg.training.sam2 needs torch and lightning: {exc}") from exc
 
-#: Keys of ``model.config`` used only for training (ignored by the builder).
+#: Fine-tuning keys that older configs put in ``model.config``; they now belong to the training
+#: config's ``finetune`` section and are moved there (with a warning) when found.
 TRAINING_KEYS = ("init_checkpoint", "freeze_image_encoder", "cache_embeddings", "prompt", "loss_weights", "max_cache")
 
 
@@ -174,11 +175,12 @@ def _to_sam_batch(images_0_255: torch.Tensor, image_size: int) -> torch.Tensor:
 
 
 def _percentile_scale(x: torch.Tensor) -> torch.Tensor:
-    """Per-image 0.5-99.5 percentile scaling of ``[B, C, H, W]`` to [0, 255] (SAM2's input range)."""
-    flat = x.flatten(1).float()
-    lo = torch.quantile(flat, 0.005, dim=1).view(-1, 1, 1, 1)
-    hi = torch.quantile(flat, 0.995, dim=1).view(-1, 1, 1, 1)
-    return ((x - lo) / (hi - lo).clamp(min=1e-6) * 255.0).clamp(0, 255)
+    """Each image of ``[B, C, H, W]`` to SAM2's [0, 255] range with the ``percentile_window`` normalisation."""
+    from medseg.transforms.intensity import normalize_intensity
+
+    spec = {"kind": "percentile_window", "percentiles": [0.5, 99.5]}
+    scaled = [torch.from_numpy(normalize_intensity(img.detach().float().cpu().numpy(), spec)) for img in x]
+    return torch.stack(scaled).to(x.device)
 
 
 class Sam2FinetuneModule(L.LightningModule):
@@ -207,12 +209,15 @@ class Sam2FinetuneModule(L.LightningModule):
         **_engine: Any,
     ) -> None:
         super().__init__()
-        import medseg.models.sam2_model  # noqa: F401  (registers "sam2" whatever the registry's built-in list)
+        import medseg.models.sam2  # noqa: F401  (registers "sam2" whatever the registry's built-in list)
         from medseg.models.registry import create_model
 
         model_config = dict(model_config or {})
         train_keys = {k: model_config.pop(k) for k in TRAINING_KEYS if k in model_config}
-        settings = {**train_keys, **dict(finetune or {})}
+        if train_keys:
+            log.warning("model.config.%s: fine-tuning settings belong to the config's finetune section; moved there",
+                        ", ".join(sorted(train_keys)))
+        settings = {**train_keys, **{k: v for k, v in dict(finetune or {}).items() if v is not None}}
         self.save_hyperparameters({"model_name": model_name, "model_config": model_config, "labels": labels,
                                    "optimizer": optimizer, "schedule": schedule, "total_steps": total_steps,
                                    "finetune": settings})
@@ -222,7 +227,7 @@ class Sam2FinetuneModule(L.LightningModule):
         self.cfg = FinetuneConfig(prompt=prompt, **{k: v for k, v in settings.items() if k != "init_checkpoint"})
         self.net = create_model(model_name, **model_config)
         if settings.get("init_checkpoint"):
-            from medseg.sam.model import load_weights, read_checkpoint
+            from medseg.models.sam2 import load_weights, read_checkpoint
 
             state, _ = read_checkpoint(settings["init_checkpoint"])
             load_weights(self.net, state, source=str(settings["init_checkpoint"]))
@@ -415,13 +420,15 @@ def finetune(
         net_config: builder config of the ``sam2`` model (``config``, ``image_size``, ``overrides``).
         pairs: ``(image, label)`` training volumes.
         config: training settings (steps, batch size, freezing, caching, prompts, loss).
-        preprocess: intensity mapping; saved with the weights by :func:`medseg.sam.model.save_checkpoint`.
+        preprocess: intensity mapping; saved with the weights by :func:`medseg.models.sam2.save_checkpoint`.
         axis, key_slices: which slices are trained on.
         init_checkpoint: start from these weights (Meta's or a previous fine-tune).
         accelerator: Lightning accelerator (``"auto"``: CUDA when available).
     """
+    from medseg.training.engine import make_trainer
+
     cfg = config or FinetuneConfig()
-    L.seed_everything(cfg.seed, verbose=False)
+    L.seed_everything(cfg.seed, verbose=False)  # the dataset's slice sampling and the module's init
     ds = SliceDataset(pairs, axis=axis, key_slices=key_slices, preprocess=preprocess)
     settings = {k: v for k, v in asdict(cfg).items() if k in ("freeze_image_encoder", "cache_embeddings", "max_cache",
                                                              "loss_weights", "prompt", "lr", "weight_decay", "seed")}
@@ -433,9 +440,9 @@ def finetune(
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = torch.utils.data.DataLoader(ds, batch_size=min(cfg.batch_size, len(ds)), shuffle=True, generator=gen,
                                          drop_last=True, num_workers=0)
-    trainer = L.Trainer(max_steps=cfg.steps, accelerator=accelerator, devices=1, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        limit_val_batches=0, num_sanity_val_steps=0, deterministic=False)
+    trainer = make_trainer(seed=cfg.seed, max_steps=cfg.steps, accelerator=accelerator, devices=1, logger=False,
+                           enable_checkpointing=False, enable_progress_bar=False, limit_val_batches=0,
+                           deterministic=False)
     trainer.fit(module, loader)
     module.net.eval()
     log.info("fine-tuned SAM2 for %d steps on %d slices (%d cached embedding hits)", cfg.steps, len(ds), module.cache_hits)

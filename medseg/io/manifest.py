@@ -15,7 +15,6 @@ Record fields: ``study_id``, ``input``, ``kind``, ``series_uid``, ``status``
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -23,21 +22,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from medseg.io.atomic import write_text_atomic
+from medseg.io.atomic import sha256_file, write_text_atomic
+from medseg.io.tables import json_safe
 
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.jsonl"
 STATUSES = ("ok", "failed", "lost")
-
-
-def sha256_file(path: str | os.PathLike[str], *, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def output_entry(path: Path, out_dir: Path) -> dict[str, Any]:
@@ -77,10 +68,15 @@ def latest_records(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any
     return latest
 
 
+def _line(record: dict[str, Any]) -> str:
+    """One strict-JSON manifest line (non-finite floats as ``null``: JSON has no ``Infinity``)."""
+    return json.dumps(json_safe(record), sort_keys=True, default=str, allow_nan=False)
+
+
 def append_record(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
     """Append one record as a JSON line: one ``write`` call, then ``fsync``."""
-    data = (json.dumps(record, sort_keys=True, default=str) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    data = (_line(record) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # the umask decides, as for every file
     try:
         os.write(fd, data)
         os.fsync(fd)
@@ -90,7 +86,7 @@ def append_record(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
 
 def write_manifest(path: str | os.PathLike[str], records: Iterable[dict[str, Any]]) -> None:
     """Replace the manifest with ``records`` atomically."""
-    text = "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in records)
+    text = "".join(_line(r) + "\n" for r in records)
     write_text_atomic(path, text)
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.errors import InputError
+from medseg.errors import ConfigError, InputError
 from medseg.io.atomic import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -135,12 +135,23 @@ def fit_patch(
     return patch, batch
 
 
+def _patch_multiple(name: str, config: dict[str, Any], *, dims: int) -> int:
+    """One factor every patch axis is a multiple of: the lcm of the family's per-axis input multiple."""
+    from medseg.models.registry import get_model_spec
+
+    spec = get_model_spec(name)
+    if spec.spatial_dims != dims:
+        raise ConfigError(f"model {name!r} is {spec.spatial_dims}D; the {dims}d configuration needs a {dims}D model")
+    return math.lcm(*spec.size_multiple(config))
+
+
 def plan_dataset(
     dataset: Any,
     *,
     memory_budget_mb: float = 8000.0,
     base_filters: int = 32,
-    divisor: int = 16,
+    model_3d: tuple[str, dict[str, Any]] = ("unet3d", {}),
+    model_2d: tuple[str, dict[str, Any]] = ("unet2d", {}),
     max_patch: int | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
@@ -149,7 +160,9 @@ def plan_dataset(
     Args:
         memory_budget_mb: memory a training step may use (MB); decides patch and batch size.
         base_filters: feature channels of the network's first level (memory model).
-        divisor: patch sizes are multiples of this (the network's total downsampling).
+        model_3d, model_2d: ``(registry name, config)`` of the networks the ``3d`` and ``2d``
+            configurations are planned for: patch sizes are multiples of the input multiple
+            each family declares (:meth:`medseg.models.ModelSpec.size_multiple`).
         max_patch: cap on every patch axis (voxels), e.g. for CPU training.
     """
     fp = fingerprint(dataset, seed=seed)
@@ -171,11 +184,11 @@ def plan_dataset(
     else:
         normalization = {"kind": "zscore", "percentiles": [0.5, 99.5]}
     patch3, batch3 = fit_patch(
-        shape_at_target, divisor=divisor, memory_budget_mb=memory_budget_mb,
+        shape_at_target, divisor=_patch_multiple(*model_3d, dims=3), memory_budget_mb=memory_budget_mb,
         base_filters=base_filters, max_patch=max_patch,
     )
     patch2, batch2 = fit_patch(
-        shape_at_target[:2], divisor=32, memory_budget_mb=memory_budget_mb / 4,
+        shape_at_target[:2], divisor=_patch_multiple(*model_2d, dims=2), memory_budget_mb=memory_budget_mb / 4,
         base_filters=base_filters, min_batch=8, max_patch=max_patch and max(32, 2 * max_patch),
     )
     return {

@@ -20,11 +20,8 @@ Outputs in ``out_dir``:
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
-import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -35,7 +32,9 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import InputError
-from medseg.io.atomic import atomic_path, write_text_atomic
+from medseg.io.atomic import write_text_atomic
+from medseg.io.tables import json_safe, write_csv
+from medseg.plots.charts import metric_boxplot
 from medseg.metrics.labels import DEFAULT_METRICS, check_metric_names
 
 log = logging.getLogger(__name__)
@@ -145,7 +144,7 @@ def _load_label_map(path: Path) -> Any:
     from medseg.io import load
 
     if path.name.lower().endswith(".dcm"):
-        from medseg.io.dicomseg import read_dicom_seg
+        from medseg.io.dicom.seg import read_dicom_seg
 
         return read_dicom_seg(path)
     return load(path)
@@ -216,56 +215,6 @@ def _both_empty_row(case: str, label: int, metrics: Sequence[str]) -> dict[str, 
                            "ref_voxels": 0, "pred_volume_mm3": 0.0, "ref_volume_mm3": 0.0}
     row.update({m: float("nan") for m in metrics})
     return row
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with non-finite floats replaced by ``None`` (JSON has no NaN/inf), recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [json_safe(v) for v in value]
-    return value
-
-
-def write_csv(path: Path, rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
-    """Write ``rows`` as CSV atomically; floats in ``repr`` form (``inf``/``nan`` kept as such)."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
-    write_text_atomic(path, buffer.getvalue())
-
-
-def _boxplot(path: Path, metric: str, groups: list[tuple[str, np.ndarray]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(max(4.0, 1.2 * len(groups) + 2), 4.0), dpi=100)
-    ax = fig.subplots()
-    data, ticks = [], []
-    for name, values in groups:
-        finite = values[np.isfinite(values)]
-        data.append(finite)
-        extra = []
-        if np.isinf(values).any():
-            extra.append(f"{int(np.isinf(values).sum())} inf")
-        if np.isnan(values).any():
-            extra.append(f"{int(np.isnan(values).sum())} nan")
-        ticks.append(f"{name}\nn={values.size}" + (f" ({', '.join(extra)})" if extra else ""))
-    ax.boxplot(data, showmeans=True)
-    ax.set_xticks(range(1, len(ticks) + 1), ticks, fontsize=8)
-    unit = " (mm)" if metric in ("hd", "hd95", "assd", "masd") else ""
-    ax.set_ylabel(metric + unit)
-    ax.set_title(f"{metric} per label (finite values)")
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
 
 
 def evaluate_folder(
@@ -357,7 +306,7 @@ def evaluate_folder(
                        np.array([r[metric] for r in rows if r["label"] == lab], dtype=np.float64))
                       for lab in all_labels]
             path = out / f"boxplot_{metric}.png"
-            _boxplot(path, metric, groups)
+            metric_boxplot(path, metric, groups)
             files.append(path)
     return EvaluationResult(rows, summary, files, only_pred, only_ref)
 

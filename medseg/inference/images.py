@@ -7,22 +7,14 @@ file stem) in sorted order:
 1. reads it as ``[H, W, C]`` (:func:`medseg.general.read_image`; alpha already dropped)
    and fits the channels to the model: a gray image into a 3-channel model is
    replicated to RGB; any other mismatch is an :class:`~medseg.errors.InputError`;
-2. normalises it as ``preprocessing.normalization`` of ``model.json`` says (kinds
-   :data:`NORMALIZATION_KINDS`):
-
-   - ``imagenet``: scale to 0-1 (divide by 255, or 65535 for 16-bit images), then
-     subtract the ImageNet mean ``(0.485, 0.456, 0.406)`` and divide by the std
-     ``(0.229, 0.224, 0.225)`` per channel (a 1-channel model uses their averages
-     0.449 / 0.226);
-   - ``zscore``: per image and channel, subtract the mean and divide by the std (of
-     all pixels);
-   - ``scale``: to 0-1 (divide by 255, or 65535 for 16-bit images);
-   - ``none`` (also when ``normalization`` is absent): the raw values as float32;
-
-3. pads bottom and right with zeros (after normalisation) to a multiple of
-   ``inference.pad_multiple`` (default 32: the largest stride of DeepLabV3+ and
-   SegFormer encoders), runs the model, crops the logits back to ``H x W`` and takes
-   the argmax;
+2. normalises each channel as ``preprocessing.normalization`` of ``model.json`` says, with
+   the one vocabulary of :mod:`medseg.transforms.intensity` (``imagenet``, ``scale``,
+   ``zscore``, ``ct``, ``none``, ...): the same arithmetic as ``medseg predict`` and training,
+   so a ``unet2d`` MRI export is normalised identically by both commands;
+3. pads bottom and right with zeros (after normalisation) to the input multiple the model
+   family declares in the registry (:meth:`medseg.models.ModelSpec.size_multiple`: U-Net
+   depth, DeepLabV3+ output stride, SegFormer's 32), runs the model, crops the logits back
+   to ``H x W`` and takes the argmax;
 4. writes ``<stem>.png`` (8-bit, 16-bit past 255 classes) atomically with
    :func:`medseg.general.save_mask` and appends one JSON line to
    ``predictions.jsonl`` (``input, output, shape [H, W], seconds, status, error``).
@@ -50,10 +42,6 @@ from medseg.errors import ConfigError, InputError, ModelError
 
 log = logging.getLogger(__name__)
 
-NORMALIZATION_KINDS = ("imagenet", "zscore", "scale", "none")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-DEFAULT_PAD_MULTIPLE = 32
 RECORDS_NAME = "predictions.jsonl"
 PROGRESS_MIN_IMAGES = 20  # a progress bar is shown from this many images on (progress=None)
 
@@ -75,36 +63,27 @@ def fit_channels(image: np.ndarray, in_channels: int, path: str | os.PathLike[st
 
 
 def normalize_image(image: np.ndarray, spec: dict[str, Any] | None) -> np.ndarray:
-    """Normalise an ``[H, W, C]`` image as ``spec`` (``preprocessing.normalization``) says; float32.
+    """Normalise an ``[H, W, C]`` image per channel as ``spec`` (``preprocessing.normalization``) says; float32.
 
     Example:
         >>> normalize_image(np.array([[[0, 255]]], np.uint8), {"kind": "scale"}).tolist()
         [[[0.0, 1.0]]]
     """
-    kind = str((spec or {}).get("kind", "none")).lower()
-    x = np.asarray(image, dtype=np.float32)
-    full = 65535.0 if image.dtype == np.uint16 else 255.0
-    if kind == "none":
-        return x
-    if kind == "scale":
-        return x / np.float32(full)
-    if kind == "imagenet":
-        c = x.shape[-1]
-        mean = np.array(IMAGENET_MEAN if c == 3 else [np.mean(IMAGENET_MEAN)] * c, np.float32)
-        std = np.array(IMAGENET_STD if c == 3 else [np.mean(IMAGENET_STD)] * c, np.float32)
-        return (x / np.float32(full) - mean) / std
-    if kind == "zscore":
-        mean = x.mean(axis=(0, 1), dtype=np.float64)
-        std = np.maximum(x.std(axis=(0, 1), dtype=np.float64), 1e-8)
-        return ((x - mean) / std).astype(np.float32)
-    raise ConfigError(f"preprocessing.normalization.kind {kind!r} is not supported for ordinary images; "
-                      f"valid kinds: {', '.join(NORMALIZATION_KINDS)}")
+    from medseg.transforms.intensity import normalize_channels
+
+    return normalize_channels(image, spec, channel_axis=-1)
 
 
-def pad_to_multiple(chw: np.ndarray, multiple: int) -> np.ndarray:
-    """Zero-pad a ``[C, H, W]`` array at the bottom and right so that H and W are multiples of ``multiple``."""
+def pad_to_multiple(chw: np.ndarray, multiple: int | tuple[int, int]) -> np.ndarray:
+    """Zero-pad a ``[C, H, W]`` array at the bottom and right so that H and W are multiples of ``multiple``.
+
+    Example:
+        >>> pad_to_multiple(np.ones((1, 3, 5)), (4, 8)).shape
+        (1, 4, 8)
+    """
+    mh, mw = (multiple, multiple) if isinstance(multiple, int) else multiple
     h, w = chw.shape[-2:]
-    ph, pw = -h % multiple, -w % multiple
+    ph, pw = -h % mh, -w % mw
     if not ph and not pw:
         return chw
     return np.pad(chw, ((0, 0), (0, ph), (0, pw)))
@@ -117,6 +96,26 @@ class _Item:
     tensor: np.ndarray  # [C, Hp, Wp] normalised and padded
     shape: tuple[int, int]
     seconds: float
+
+
+def input_multiple(info: dict[str, Any]) -> tuple[int, int]:
+    """The ``(H, W)`` multiple images are padded to: the model family's declared input multiple
+    (registry contract), or ``inference.pad_multiple`` of ``model.json`` when the export asks for
+    a coarser one (it must be a multiple of the family's).
+
+    Raises:
+        ModelError: a ``pad_multiple`` that is not a positive multiple of the family's.
+    """
+    from medseg.models.registry import get_model_spec
+
+    h, w = get_model_spec(info["model"]["name"]).size_multiple(info["model"].get("config", {}))
+    pad = info.get("inference", {}).get("pad_multiple")
+    if pad is None:
+        return int(h), int(w)
+    if not isinstance(pad, int) or pad < 1 or pad % h or pad % w:
+        raise ModelError(f"model.json inference.pad_multiple {pad!r} must be a positive multiple of the "
+                         f"model's input multiple {[h, w]}")
+    return pad, pad
 
 
 def _in_channels(model: Any) -> int:
@@ -169,8 +168,9 @@ def predict_image_folder(
     """
     import torch
 
-    from medseg.general.images import files_by_stem
+    from medseg.io.images import files_by_stem
     from medseg.models.export import load_exported
+    from medseg.transforms.intensity import check_normalization
 
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -185,10 +185,8 @@ def predict_image_folder(
     if info["spatial_dims"] != 2:
         raise ModelError(f"{model}: a {info['spatial_dims']}D model; predict-images needs a 2D model")
     spec = info.get("preprocessing", {}).get("normalization")
-    normalize_image(np.zeros((1, 1, 1), np.uint8), spec)  # an unknown kind fails before any work
-    multiple = int(info.get("inference", {}).get("pad_multiple", DEFAULT_PAD_MULTIPLE))
-    if multiple < 1:
-        raise ModelError(f"{model}: inference.pad_multiple must be >= 1, got {multiple}")
+    check_normalization(spec)  # an unknown kind fails before any work
+    multiple = input_multiple(info)
     in_channels = _in_channels(net)
     out.mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []
@@ -224,7 +222,7 @@ def predict_image_folder(
     from rich.console import Console
     from rich.progress import Progress
 
-    from medseg.general.images import read_image, save_mask
+    from medseg.io.images import read_image, save_mask
 
     show = len(files) >= PROGRESS_MIN_IMAGES if progress is None else progress
     pending: list[_Item] = []
@@ -264,4 +262,4 @@ def predict_image_folder(
     return sorted(records, key=lambda r: order[r["input"]])
 
 
-__all__ = ["predict_image_folder", "normalize_image", "fit_channels", "pad_to_multiple", "NORMALIZATION_KINDS"]
+__all__ = ["predict_image_folder", "normalize_image", "fit_channels", "pad_to_multiple", "input_multiple"]
