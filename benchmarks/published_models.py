@@ -1,0 +1,156 @@
+"""nnU-Net v2 model folders: nnU-Net's own runner (nnUNetPredictor) vs medseg, one table.
+
+Two model folders are made with nnU-Net's own code (random weights, 3d_fullres, CT
+normalisation): a few classes and 24 classes; one synthetic CT (default 256x256x150 at
+1.5x1.5x2 mm; ``--shape 512 512 300`` for the issue's size). Every run is a fresh process,
+so the peak memory (VmHWM) is that run's alone. Times are split into preprocessing
+(reading included), network (sliding window) and export (back to the input grid and the
+NIfTI written). Labels are compared voxel by voxel.
+
+    python benchmarks/published_models.py [--shape 256 256 150] [--tta]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _vmhwm_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _make_models(root: Path) -> dict[str, Path]:
+    from tests.test_nnunet import dataset, make_model_folder, make_plans
+
+    models = {}
+    for name, n in (("4 classes", 4), ("24 classes", 24)):
+        plans = make_plans("3d_fullres", spacing=[3.0, 3.0, 3.0], patch=[64, 64, 64], stages=4, features=8)
+        labels = {"background": 0, **{f"organ_{i}": i for i in range(1, n)}}
+        models[name] = make_model_folder(root / name.replace(" ", "_"), plans, dataset(labels), "3d_fullres")
+    return models
+
+
+def _make_ct(path: Path, shape: tuple[int, int, int]) -> Path:
+    import numpy as np
+
+    from medseg.io import save
+    from medseg.volume import Volume
+
+    rng = np.random.default_rng(0)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n, dtype=np.float32) for n in shape], indexing="ij"))
+    body = (grid ** 2).sum(0) < 0.8
+    arr = np.where(body, 40, -1000).astype(np.int16)
+    arr += (150 * (((grid - 0.3) ** 2).sum(0) < 0.05)).astype(np.int16)
+    arr += rng.normal(0, 20, shape).astype(np.int16)
+    affine = np.diag([-1.5, 1.5, 2.0, 1.0])
+    return save(Volume(arr, affine, {"modality": "CT"}), path)
+
+
+def worker(runner: str, model: str, image: str, out: str, tta: bool) -> dict:
+    """One run in this (fresh) process; returns timings, VmHWM and writes the labels to ``out``."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    t0 = time.perf_counter()
+    if runner == "nnunet":
+        from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+        from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+        from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
+
+        p = nnUNetPredictor(use_mirroring=tta, perform_everything_on_device=False, device=torch.device("cpu"),
+                            allow_tqdm=False)
+        p.initialize_from_trained_model_folder(model, (0,), "checkpoint_final.pth")
+        t_load = time.perf_counter()
+        img, props = SimpleITKIO().read_images([image])
+        data, _, props = DefaultPreprocessor(verbose=False).run_case_npy(
+            img, None, props, p.plans_manager, p.configuration_manager, p.dataset_json)
+        t_pre = time.perf_counter()
+        logits = p.predict_logits_from_preprocessed_data(torch.from_numpy(data)).cpu()
+        t_net = time.perf_counter()
+        seg = convert_predicted_logits_to_segmentation_with_correct_shape(
+            logits, p.plans_manager, p.configuration_manager, p.label_manager, props)
+        SimpleITKIO().write_seg(seg, out + ".nii.gz", props)
+        labels = np.moveaxis(np.asarray(seg), (0, 1, 2), (2, 1, 0))
+        t_exp = time.perf_counter()
+        times = {"preprocess": t_pre - t_load, "network": t_net - t_pre, "export": t_exp - t_net}
+    else:
+        from medseg.inference.nnunet import NnunetSegmenter
+        from medseg.io import load, save
+
+        seg = NnunetSegmenter.from_path(model, device="cpu", tta=tta)
+        t_load = time.perf_counter()
+        vol = load(image)
+        t_read = time.perf_counter()
+        result = seg.predict(vol)
+        t_pred = time.perf_counter()
+        save(result, out + ".nii.gz")
+        t_exp = time.perf_counter()
+        lt = seg.last_timings
+        times = {"preprocess": (t_read - t_load) + lt["preprocess_s"], "network": lt["network_s"],
+                 "export": lt["export_s"] + (t_exp - t_pred)}
+        labels = result.array
+    np.save(out + ".npy", labels)
+    return {**times, "total": time.perf_counter() - t0, "vmhwm_mb": _vmhwm_mb()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shape", type=int, nargs=3, default=[256, 256, 150])
+    ap.add_argument("--tta", action="store_true")
+    ap.add_argument("--worker", nargs=4, metavar=("RUNNER", "MODEL", "IMAGE", "OUT"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(*args.worker, tta=args.tta)))
+        return
+    import numpy as np
+
+    tmp = Path(tempfile.mkdtemp(prefix="published_models_"))
+    env = {**os.environ, "nnUNet_raw": str(tmp), "nnUNet_preprocessed": str(tmp), "nnUNet_results": str(tmp)}
+    os.environ.update({k: v for k, v in env.items() if k.startswith("nnUNet_")})  # nnU-Net's own process only
+    models = _make_models(tmp / "models")
+    image = _make_ct(tmp / "ct_0000.nii.gz", tuple(args.shape))
+    load_before = os.getloadavg()
+    rows = []
+    for name, folder in models.items():
+        res = {}
+        for runner in ("nnunet", "medseg"):
+            out = str(tmp / f"{runner}_{name.replace(' ', '_')}")
+            cmd = [sys.executable, __file__, "--worker", runner, str(folder), str(image), out] + (["--tta"] if args.tta else [])
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+            res[runner] = json.loads(proc.stdout.strip().splitlines()[-1])
+            res[runner]["labels"] = np.load(out + ".npy")
+        agree = float((res["nnunet"]["labels"] == res["medseg"]["labels"]).mean())
+        rows.append((name, res, agree))
+    load_after = os.getloadavg()
+    print(f"CT {'x'.join(map(str, args.shape))} (1.5x1.5x2 mm), 3d_fullres at 3 mm, patch 64^3, 1 fold, "
+          f"TTA {'on' if args.tta else 'off'}, CPU x{os.cpu_count()}")
+    print(f"load average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
+          f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
+    head = f"{'model':<11} {'runner':<7} {'pre s':>7} {'net s':>7} {'export s':>9} {'total s':>8} {'VmHWM MB':>9}"
+    print(head + f" {'export x':>9} {'labels equal':>13}")
+    for name, res, agree in rows:
+        for runner in ("nnunet", "medseg"):
+            r = res[runner]
+            ratio = res["nnunet"]["export"] / r["export"] if runner == "medseg" else 1.0
+            print(f"{name:<11} {runner:<7} {r['preprocess']:7.2f} {r['network']:7.2f} {r['export']:9.2f} "
+                  f"{r['total']:8.2f} {r['vmhwm_mb']:9.0f} {ratio:9.2f} "
+                  f"{(f'{agree * 100:.4f}%' if runner == 'medseg' else ''):>13}")
+
+
+if __name__ == "__main__":
+    main()
