@@ -27,4 +27,9 @@ class ModelError(MedsegError):
     """A model cannot be built or its weights do not fit the architecture."""
 
 
-__all__ = ["MedsegError", "InputError", "ConfigError", "ModelError"]
+class OutputError(MedsegError):
+    """An output could not be written (the message names the format and the reason); outputs
+    of the other formats that were written correctly are kept and recorded."""
+
+
+__all__ = ["MedsegError", "InputError", "ConfigError", "ModelError", "OutputError"]

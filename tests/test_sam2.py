@@ -480,3 +480,16 @@ def test_medseg_train_with_sam2_config_and_export(tmp_path):
     assert net.medseg_sam2["preprocess"] == {"mode": "mr"} and net.image_size == 256
     image, _ = make_phantom((40, 36, 12), (7.0, 8.0, 20.0), seed=9)
     assert segment_slice(image, 6, 2, model=net, box=[5, 5, 30, 30]).same_grid(image)
+
+
+def test_meta_checkpoint_architecture_is_read_from_its_tensors_not_its_name(tmp_path):
+    """A published-layout checkpoint ({'model': state_dict}) renamed to anything still loads (issue 10)."""
+    from medseg.models.sam2 import config_from_state
+
+    full = build_sam2("tiny", image_size=256, device="cpu")
+    assert config_from_state(full.state_dict()) == "sam2.1_hiera_t"
+    path = tmp_path / "weights_from_the_hospital.pt"
+    torch.save({"model": full.state_dict()}, path)
+    loaded = load_sam2(path, image_size=256)
+    assert loaded.medseg_sam2["config"] == "sam2.1_hiera_t"
+    assert config_from_state({k: v for k, v in full.state_dict().items() if "trunk.blocks.11." not in k}) is None

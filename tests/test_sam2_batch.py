@@ -137,3 +137,27 @@ def test_predict_cli_sam2_from_prompt_model_and_mask(models: dict[str, Path], co
 
     res = runner.invoke(app, ["predict", str(image_path), str(tmp_path / "c"), "--model", str(models["sam"])])
     assert res.exit_code != 0 and isinstance(res.exception, ConfigError)
+
+
+@pytest.mark.slow
+def test_predict_takes_a_renamed_bare_checkpoint_with_image_size(cohort: Path, tmp_path: Path) -> None:
+    """A Meta-layout checkpoint under any file name: architecture from its tensors, --image-size from the CLI."""
+    from typer.testing import CliRunner
+
+    from medseg.cli.main import app
+    from medseg.io import load
+    from medseg.models.sam2 import build_sam2
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "site_weights.pt"
+    torch.save({"model": build_sam2("tiny", image_size=256, device="cpu").state_dict()}, ckpt)
+    image_path = cohort / "images" / "ct0.nii.gz"
+    res = CliRunner().invoke(app, ["predict", "-i", str(image_path), "-o", str(tmp_path / "out"), "--model", str(ckpt),
+                                   "--prompt-mask", str(cohort / "masks" / "ct0.nii.gz"), "--sam-mode", "slices",
+                                   "--image-size", "256", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert load(tmp_path / "out" / "ct0_seg.nii.gz").same_grid(load(image_path), atol=1e-3)
+    res = CliRunner().invoke(app, ["predict", "-i", str(image_path), "-o", str(tmp_path / "bad"), "--model", str(ckpt),
+                                   "--prompt-mask", str(cohort / "masks" / "ct0.nii.gz"), "--config", "large",
+                                   "--image-size", "256", "--device", "cpu"])
+    assert res.exit_code != 0  # the tensors do not fit the asked architecture

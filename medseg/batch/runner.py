@@ -10,6 +10,7 @@ Output folder layout::
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import logging
@@ -22,7 +23,7 @@ from typing import Any
 
 from medseg.batch.discover import Study, discover_studies
 from medseg.io.manifest import MANIFEST_NAME, append_record, plan_resume, read_manifest
-from medseg.batch.worker import WorkerConfig, process_study
+from medseg.batch.worker import WorkerConfig, process_study, result_key
 from medseg.errors import ConfigError, InputError
 from medseg.io.atomic import write_text_atomic
 
@@ -162,8 +163,6 @@ def run_batch(
     if not studies:
         raise InputError(f"{input_dir}: no DICOM series and no NIfTI/NRRD/MHA files found")
     out.mkdir(parents=True, exist_ok=True)
-    done, _ = plan_resume([s.study_id for s in studies], out) if resume else (set(), [])
-    todo = [s for s in studies if s.study_id not in done]
     config = WorkerConfig(
         model=str(model_path.resolve()), output_dir=str(out.resolve()), formats=tuple(formats), device=device,
         tta=tta, reference_dir=str(Path(reference_dir).resolve()) if reference_dir else None,
@@ -172,8 +171,13 @@ def run_batch(
         prompt_masks=str(Path(prompt_masks).resolve()) if prompt_masks else None,
         prompt_kind=prompt_kind, sam_mode=sam_mode,
     )
+    config = dataclasses.replace(config, result_key=result_key(config))
+    done, _ = plan_resume([s.study_id for s in studies], out, result_key=config.result_key) if resume else (set(), [])
+    todo = [s for s in studies if s.study_id not in done]
     info: dict[str, Any] = {
-        "model": config.model, "model_sha256": model_info.get("sha256"), "input": config.input_dir, "output": config.output_dir, "backend": backend,
+        "model": config.model, "model_sha256": model_info.get("sha256"), "result_key": config.result_key,
+        "labels": {k: v for k, v in model_info.get("labels", {}).items() if str(k) != "0"},
+        "input": config.input_dir, "output": config.output_dir, "backend": backend,
         "scheduler": scheduler, "workers": workers, "formats": list(formats), "reference": config.reference_dir,
         "prompt_model": config.prompt_model, "prompt_masks": config.prompt_masks,
         "started": _now(), "studies": len(studies), "skipped": len(done),

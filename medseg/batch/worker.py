@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg.batch.discover import IMAGE_SUFFIXES, Study
-from medseg.errors import MedsegError
+from medseg.errors import MedsegError, OutputError
 from medseg.inference.outputs import FORMATS, OutputNames, parse_formats, resolve_formats, write_outputs
 from medseg.inference.segmenter import foreground_names
 
@@ -53,6 +53,9 @@ class WorkerConfig:
             (matched to studies like references).
         prompt_kind: how prompts are derived from a label map (``box``, ``points``, ``box+points``, ``mask``).
         sam_mode: ``propagate`` (whole volume from the key slices) or ``slices`` (key slices only).
+        sam_config, image_size: architecture and input size of a bare SAM2 checkpoint (``None``: from the file).
+        result_key: :func:`result_key` of this config, recorded with every study so that
+            ``--resume`` keeps only results of the same model and settings.
     """
 
     model: str
@@ -68,6 +71,9 @@ class WorkerConfig:
     prompt_masks: str | None = None
     prompt_kind: str = "box"
     sam_mode: str = "propagate"
+    sam_config: str | None = None
+    image_size: int | None = None
+    result_key: str = ""
 
     def __post_init__(self) -> None:
         parse_formats(self.formats)  # ConfigError naming the known formats
@@ -76,6 +82,33 @@ class WorkerConfig:
 #: manifest timing names of the written outputs (as before the shared writer)
 _TIMING_KEYS = {"nifti": "write_nifti", "dicomseg": "write_dicomseg", "overlay": "overlay"}
 
+def _weights_sha256(path: str | None) -> str:
+    """SHA-256 of a model's weights as its ``model.json`` records it (a bare checkpoint: of the file)."""
+    if path is None:
+        return ""
+    from medseg.errors import InputError
+    from medseg.io.atomic import sha256_file
+    from medseg.models.export import read_info
+
+    try:
+        return str(read_info(path).get("sha256", ""))
+    except InputError:
+        return sha256_file(path) if Path(path).is_file() else ""
+
+
+def result_key(config: WorkerConfig) -> str:
+    """Short hash of what decides a study's outputs: weights (model and prompt model), TTA, formats,
+    overlays, prompt settings. Reads ``model.json`` only (no weights are hashed for exports)."""
+    import hashlib
+    import json
+
+    parts = {"model": _weights_sha256(config.model), "prompt_model": _weights_sha256(config.prompt_model),
+             "prompt_masks": config.prompt_masks is not None, "tta": config.tta, "formats": sorted(config.formats),
+             "overlays": config.overlays, "prompt_kind": config.prompt_kind, "sam_mode": config.sam_mode,
+             "sam_config": config.sam_config, "image_size": config.image_size}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
 _PREDICTORS: dict[tuple[Any, ...], Any] = {}
 _STATE: dict[str, Any] = {"model_loads": 0, "threads_set": False}
 
@@ -83,7 +116,7 @@ _STATE: dict[str, Any] = {"model_loads": 0, "threads_set": False}
 def get_predictor(config: WorkerConfig) -> tuple[Any, float]:
     """The cached Predictor of this process for ``config`` and the seconds spent loading it now (0 if cached)."""
     key = (str(Path(config.model).resolve()), config.device, config.tta, config.prompt_model,
-           config.prompt_masks is not None, config.prompt_kind, config.sam_mode)
+           config.prompt_masks is not None, config.prompt_kind, config.sam_mode, config.sam_config, config.image_size)
     if key in _PREDICTORS:
         return _PREDICTORS[key], 0.0
     from medseg.inference.factory import PromptSettings, load_segmenter
@@ -91,7 +124,8 @@ def get_predictor(config: WorkerConfig) -> tuple[Any, float]:
     start = time.perf_counter()
     predictor = load_segmenter(config.model, device=config.device, tta=config.tta, prompt_model=config.prompt_model,
                                prompt_labels_given=config.prompt_masks is not None,
-                               prompts=PromptSettings(kind=config.prompt_kind, mode=config.sam_mode))
+                               prompts=PromptSettings(kind=config.prompt_kind, mode=config.sam_mode,
+                                                      sam_config=config.sam_config, image_size=config.image_size))
     _PREDICTORS[key] = predictor
     _STATE["model_loads"] += 1
     elapsed = time.perf_counter() - start
@@ -198,10 +232,12 @@ def process_study(study: Study, config: WorkerConfig) -> dict[str, Any]:
     record: dict[str, Any] = {
         "study_id": study.study_id, "input": study.path, "kind": study.kind, "series_uid": study.series_uid,
         "status": "failed", "error": None, "timings_s": {}, "outputs": {}, "metrics": None,
-        "model": config.model, "model_sha256": None, "versions": _versions(), "started": _now(),
+        "model": config.model, "model_sha256": None, "result_key": config.result_key, "versions": _versions(),
+        "started": _now(),
     }
     timings: dict[str, float] = record["timings_s"]
     study_dir = Path(config.output_dir) / "studies" / study.study_id
+    keep_outputs = False
     try:
         t = time.perf_counter()
         _set_threads(config)
@@ -231,9 +267,13 @@ def process_study(study: Study, config: WorkerConfig) -> dict[str, Any]:
 
         written = write_outputs(labels, volume, study_dir, names=OutputNames.plain(),
                                 formats=resolve_formats(volume, config.formats, strict=False), label_names=names,
-                                overlay=config.overlays, title=study.study_id)
+                                overlay=config.overlays, title=study.study_id, keep_going=True)
         record["outputs"] = written.entries(Path(config.output_dir))
         timings.update({_TIMING_KEYS.get(k, k): v for k, v in written.timings_s.items()})
+        if written.failed:  # the outputs written correctly stay, listed; the record says what failed and why
+            record["format_errors"] = dict(written.failed)
+            keep_outputs = True
+            raise OutputError(f"{study.study_id}: {written.failure_message()}")
         if config.reference_dir:
             t = time.perf_counter()
             try:
@@ -252,11 +292,12 @@ def process_study(study: Study, config: WorkerConfig) -> dict[str, Any]:
         if not isinstance(exc, MedsegError):
             record["error"]["traceback"] = traceback.format_exc(limit=-4)
         log.warning("study %s failed: %s: %s", study.study_id, type(exc).__name__, message)
-        shutil.rmtree(study_dir, ignore_errors=True)  # a failed study leaves no output behind
+        if not keep_outputs:  # a study that failed before writing leaves nothing behind
+            shutil.rmtree(study_dir, ignore_errors=True)
     timings["total"] = time.perf_counter() - start
     record["finished"] = _now()
     record["worker"] = {"pid": os.getpid(), "host": socket.gethostname(), "model_loads": _STATE["model_loads"]}
     return record
 
 
-__all__ = ["WorkerConfig", "process_study", "get_predictor", "find_reference", "FORMATS"]
+__all__ = ["WorkerConfig", "process_study", "get_predictor", "find_reference", "result_key", "FORMATS"]

@@ -13,6 +13,10 @@ from medseg.cli.vocabulary import INPUT_NAMES, OUTPUT_NAMES, hidden_argument, in
 PROMPT_MODEL_OPTION = typer.Option(
     None, "--prompt-model", help="SAM2 --model only: U-Net export whose prediction prompts SAM2.")
 PROMPT_KIND_OPTION = typer.Option("box", "--prompt-kind", help="SAM2: box, points, box+points or mask.")
+SAM_CONFIG_OPTION = typer.Option(
+    None, "--config", help="SAM2 checkpoint only: architecture (tiny, small, base_plus, large, sam2.1_hiera_t, ...); "
+    "default: read from the checkpoint.")
+IMAGE_SIZE_OPTION = typer.Option(None, "--image-size", help="SAM2 only: input size in pixels (default: the checkpoint's).")
 SAM_MODE_OPTION = typer.Option("propagate", "--sam-mode", help="SAM2: propagate (whole volume) or slices (key slices).")
 
 
@@ -34,6 +38,8 @@ def predict(
         None, "--prompt-mask", help="SAM2 --model only: label map on the input grid that prompts SAM2."),
     prompt_kind: str = PROMPT_KIND_OPTION,
     sam_mode: str = SAM_MODE_OPTION,
+    sam_config: Optional[str] = SAM_CONFIG_OPTION,
+    image_size: Optional[int] = IMAGE_SIZE_OPTION,
 ) -> None:
     """Segment one study; writes STEM_seg.nii.gz, STEM_seg.dcm (DICOM input) and STEM_prediction.json.
 
@@ -48,7 +54,8 @@ def predict(
     wanted = parse_formats(formats)
     predictor = load_segmenter(model if len(model) > 1 else model[0], device=device, tta=tta,
                                prompt_model=prompt_model, prompt_labels_given=prompt_mask is not None,
-                               prompts=PromptSettings(kind=prompt_kind, mode=sam_mode))
+                               prompts=PromptSettings(kind=prompt_kind, mode=sam_mode, sam_config=sam_config,
+                                                      image_size=image_size))
     record = predict_to_files(
         predictor, input, output_dir, formats=wanted, probabilities=probabilities, series_uid=series,
         prompt_mask=prompt_mask,

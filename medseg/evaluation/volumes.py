@@ -81,10 +81,47 @@ def _image_files(folder: Path) -> dict[str, Path]:
     return files
 
 
+BATCH_PREDICTION = "seg.nii.gz"  # a batch's label map: OUTPUT/studies/<study_id>/seg.nii.gz
+
+
+def _batch_studies(pred: Path) -> Path | None:
+    """The ``studies`` folder when ``pred`` is a ``medseg batch`` output (or its ``studies`` folder)."""
+    for folder in (pred / "studies", pred):
+        if folder.is_dir() and any(p.is_file() for p in folder.glob(f"*/{BATCH_PREDICTION}")):
+            return folder
+    return None
+
+
+def _prediction_files(pred: Path) -> dict[str, Path]:
+    """Prediction files by case: a folder of label maps, or a batch output (case = study ID)."""
+    studies = _batch_studies(pred)
+    if studies is None:
+        return _image_files(pred)
+    return {d.name: d / BATCH_PREDICTION for d in sorted(studies.iterdir()) if (d / BATCH_PREDICTION).is_file()}
+
+
+def batch_label_names(pred: str | os.PathLike[str]) -> dict[int, str]:
+    """Label names a ``medseg batch`` output recorded in its ``run.json`` (``{}`` when there are none)."""
+    pred = Path(pred)
+    studies = _batch_studies(pred) if pred.is_dir() else None
+    if studies is None:
+        return {}
+    for run in (studies.parent / "run.json", studies / "run.json"):
+        if run.is_file():
+            try:
+                labels = json.loads(run.read_text(encoding="utf-8")).get("labels") or {}
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                return {}
+            return {int(k): str(v) for k, v in labels.items() if str(k).isdigit() and int(k) != 0}
+    return {}
+
+
 def match_cases(pred: Path, ref: Path) -> tuple[list[tuple[str, Path, Path]], list[str], list[str]]:
     """Pair prediction and reference files by case name.
 
-    Both may be files (one case, named after the reference) or folders.
+    Both may be files (one case, named after the reference) or folders; ``pred`` may also be
+    a ``medseg batch`` output folder (or its ``studies/``): its cases are the study IDs, whose
+    ``seg.nii.gz`` is matched to the reference ``<study_id>.nii.gz`` (or other image suffix).
 
     Returns:
         ``(pairs, unmatched_predictions, unmatched_references)``; pairs are
@@ -97,7 +134,7 @@ def match_cases(pred: Path, ref: Path) -> tuple[list[tuple[str, Path, Path]], li
         return [(case_name(ref), pred, ref)], [], []
     if pred.is_file() != ref.is_file():
         raise InputError(f"--pred {pred} and --ref {ref} must both be files or both be folders")
-    preds, refs = _image_files(pred), _image_files(ref)
+    preds, refs = _prediction_files(pred), _image_files(ref)
     if not refs:
         raise InputError(f"{ref}: no reference images ({', '.join(IMAGE_SUFFIXES)})")
     pairs = [(c, preds[c], refs[c]) for c in sorted(refs) if c in preds]
@@ -251,7 +288,7 @@ def evaluate_folder(
     names = check_metric_names(metrics)
     if surface not in ("voxel", "surfel"):
         raise InputError(f"unknown surface definition {surface!r}; use voxel or surfel")
-    label_names = dict(label_names or {})
+    label_names = dict(label_names or batch_label_names(pred))
     if labels is None and label_names:
         labels = sorted(label_names)
     pairs, only_pred, only_ref = match_cases(Path(pred), Path(ref))

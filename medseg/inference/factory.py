@@ -86,12 +86,17 @@ class PromptSettings:
             ``"center"``, ``"all"`` or a step ``n`` (every n-th slice holding the label).
         axis: slice axis of the canonical (RAS) array, 2 = axial.
         mode: ``"propagate"`` (through the whole volume) or ``"slices"`` (key slices only).
+        sam_config: SAM2 architecture of a bare checkpoint (``tiny``, ``sam2.1_hiera_l``, ...);
+            ``None``: read from the checkpoint's tensors.
+        image_size: SAM2 input size in pixels (``None``: the checkpoint's, else 1024).
     """
 
     kind: str = "box"
     key_slices: str | int = "largest"
     axis: int = 2
     mode: str = "propagate"
+    sam_config: str | None = None
+    image_size: int | None = None
 
     def __post_init__(self) -> None:
         from medseg.sam.prompts import PROMPT_KINDS
@@ -176,7 +181,8 @@ def load_segmenter(
     settings = prompts or PromptSettings()
     first = Predictor.from_run(prompt_model, device=device, tta=tta) if prompt_model is not None else None
     return Sam2Refiner(paths[0], first, prompt_kind=settings.kind, key_slices=settings.key_slices,
-                       axis=settings.axis, mode=settings.mode, device=device)
+                       axis=settings.axis, mode=settings.mode, device=device, sam_config=settings.sam_config,
+                       image_size=settings.image_size)
 
 
 __all__ = ["load_segmenter", "check_prompt_sources", "is_prompted_model", "imported_family", "PromptSettings",

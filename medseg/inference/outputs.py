@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medseg.errors import ConfigError, InputError
+from medseg.errors import ConfigError, InputError, MedsegError, OutputError
 from medseg.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -107,11 +107,18 @@ class OutputNames:
 
 @dataclass
 class WrittenOutputs:
-    """What :func:`write_outputs` wrote: paths and SHA-256 per output kind, seconds per kind."""
+    """What :func:`write_outputs` wrote: paths and SHA-256 per output kind, seconds per kind,
+    and the reason for each kind that could not be written (``failed``)."""
 
     paths: dict[str, Path] = field(default_factory=dict)
     checksums: dict[str, str] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def failure_message(self) -> str:
+        """One line: ``"dicomseg: <reason>; overlay: <reason> (kept: nifti)"``."""
+        kept = f" (kept: {', '.join(self.paths)})" if self.paths else ""
+        return "; ".join(f"{k}: {v}" for k, v in self.failed.items()) + kept
 
     def entries(self, relative_to: Path) -> dict[str, dict[str, Any]]:
         """Manifest entries ``{kind: {"path" (relative), "sha256", "bytes"}}``."""
@@ -131,6 +138,7 @@ def write_outputs(
     overlay: bool = False,
     title: str = "",
     algorithm_name: str = "medseg",
+    keep_going: bool = False,
 ) -> WrittenOutputs:
     """Write a study's label map (and optional probabilities / overlay) into ``out_dir``.
 
@@ -144,43 +152,57 @@ def write_outputs(
         overlay: also write a PNG of three orthogonal slices.
         title: overlay title.
         algorithm_name: the DICOM-SEG's algorithm name.
+        keep_going: when one output fails, record why in ``failed`` and write the others
+            (every output already written is kept); otherwise raise at the first failure.
 
     Raises:
-        InputError: DICOM-SEG asked for a non-DICOM ``image``; errors of the writers.
+        InputError: DICOM-SEG asked for a non-DICOM ``image``; errors of the writers
+            (only without ``keep_going``).
     """
     from medseg.io import save
     from medseg.io.atomic import sha256_file
 
     out = Path(out_dir)
     result = WrittenOutputs()
-
-    def record(kind: str, path: str | os.PathLike[str], started: float) -> None:
-        result.paths[kind] = Path(path)
-        result.checksums[kind] = sha256_file(path)
-        result.timings_s[kind] = time.perf_counter() - started
-
     foreground = {int(k): str(v) for k, v in label_names.items() if int(k) != 0}
-    for kind in formats:
-        t = time.perf_counter()
-        if kind == "nifti":
-            record(kind, save(labels, out / names.nifti), t)
-        elif kind == "dicomseg":
-            if not is_dicom(image):
-                raise InputError(f"{image.meta.get('source', 'input')}: DICOM-SEG output needs a DICOM input")
-            from medseg.io.dicom.seg import write_dicom_seg
 
-            record(kind, write_dicom_seg(labels, image.meta["source_files"], out / names.dicomseg,
-                                         label_names=foreground, algorithm_name=algorithm_name), t)
-        else:
-            parse_formats([kind])
-    if probabilities is not None:
-        t = time.perf_counter()
-        record("probabilities", save(probabilities, out / names.probabilities), t)
-    if overlay:
+    def nifti() -> Any:
+        return save(labels, out / names.nifti)
+
+    def dicomseg() -> Any:
+        if not is_dicom(image):
+            raise InputError(f"{image.meta.get('source', 'input')}: DICOM-SEG output needs a DICOM input")
+        from medseg.io.dicom.seg import write_dicom_seg
+
+        return write_dicom_seg(labels, image.meta["source_files"], out / names.dicomseg, label_names=foreground,
+                               algorithm_name=algorithm_name)
+
+    def probs() -> Any:
+        return save(probabilities, out / names.probabilities)
+
+    def overlay_png() -> Any:
         from medseg.plots.overlays import write_overlay
 
+        return write_overlay(image, labels, out / names.overlay, label_names=foreground, title=title)
+
+    writers = {"nifti": nifti, "dicomseg": dicomseg}
+    parse_formats(list(formats))
+    jobs = [(kind, writers[kind]) for kind in formats]
+    jobs += [("probabilities", probs)] if probabilities is not None else []
+    jobs += [("overlay", overlay_png)] if overlay else []
+    for kind, writer in jobs:
         t = time.perf_counter()
-        record("overlay", write_overlay(image, labels, out / names.overlay, label_names=foreground, title=title), t)
+        try:
+            path = writer()
+        except Exception as exc:  # one format failing keeps the others (and what is already written)
+            if not keep_going:
+                raise
+            result.failed[kind] = f"{type(exc).__name__}: {exc}" if not isinstance(exc, MedsegError) else str(exc)
+            log.warning("%s output not written: %s", kind, result.failed[kind])
+            continue
+        result.paths[kind] = Path(path)
+        result.checksums[kind] = sha256_file(path)
+        result.timings_s[kind] = time.perf_counter() - t
     return result
 
 
@@ -220,6 +242,8 @@ def predict_to_files(
 
     Raises:
         InputError: unreadable input, or DICOM-SEG asked for a non-DICOM input.
+        OutputError: an output format could not be written; the others and the record
+            (``status: "failed"``, ``errors`` per format) are written first.
     """
     from medseg.inference.segmenter import foreground_names
     from medseg.io import load
@@ -237,12 +261,13 @@ def predict_to_files(
     t_pred = time.perf_counter()
     names = foreground_names(segmenter)
     written = write_outputs(labels, volume, out_dir, names=OutputNames.for_stem(stem), formats=wanted,
-                            label_names=names, probabilities=probs)
+                            label_names=names, probabilities=probs, keep_going=True)
     t_write = time.perf_counter()
     record = {
         "input": str(src),
         "series_uid": volume.meta.get("series_uid"),
-        "status": "ok",
+        "status": "failed" if written.failed else "ok",
+        "errors": dict(written.failed),
         "model_sha256": segmenter.model_sha256,
         "labels_present": labels_present(labels, names),
         "shape": list(volume.spatial_shape),
@@ -257,6 +282,8 @@ def predict_to_files(
         },
     }
     write_text_atomic(out_dir / f"{stem}_prediction.json", json.dumps(record, indent=2) + "\n")
+    if written.failed:
+        raise OutputError(f"{src}: {written.failure_message()}; record: {out_dir / f'{stem}_prediction.json'}")
     log.info("%s -> %s in %.2f s", src, out_dir, record["timings_s"]["total"])
     return record
 

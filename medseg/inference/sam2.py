@@ -133,6 +133,8 @@ class Sam2Refiner:
         mode: ``"propagate"`` or ``"slices"``.
         preprocess: SAM2 intensity mapping (default: the checkpoint's, else auto CT/MR).
         device: torch device for both models.
+        sam_config, image_size: architecture and input size of a bare SAM2 checkpoint
+            (default: read from the checkpoint; see :func:`medseg.models.sam2.load_sam2`).
     """
 
     def __init__(
@@ -146,6 +148,8 @@ class Sam2Refiner:
         mode: str = "propagate",
         preprocess: Preprocess | None = None,
         device: Any = None,
+        sam_config: str | None = None,
+        image_size: int | None = None,
     ) -> None:
         if mode not in MODES:
             raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -155,7 +159,7 @@ class Sam2Refiner:
             from medseg.models.sam2 import load_sam2
 
             self._sam_labels, self._sam_sha256 = _source_description(Path(sam))
-            sam = load_sam2(sam, device=device)
+            sam = load_sam2(sam, device=device, config=sam_config, image_size=image_size)
         if isinstance(prompt_predictor, (str, os.PathLike)):
             from medseg.inference import Predictor
 

@@ -116,19 +116,24 @@ def remove_partials(out_dir: str | os.PathLike[str]) -> int:
 
 
 def plan_resume(
-    study_ids: Iterable[str], out_dir: str | os.PathLike[str], *, verify: bool = True
+    study_ids: Iterable[str], out_dir: str | os.PathLike[str], *, verify: bool = True, result_key: str | None = None
 ) -> tuple[set[str], list[dict[str, Any]]]:
     """Decide what a resumed run must do, and compact the manifest to match.
 
-    Returns ``(done, kept)``: the IDs of studies whose last record is complete, and
-    those records. The manifest is rewritten atomically with only ``kept``, so that
-    when the run ends it holds exactly one record per study.
+    Returns ``(done, kept)``: the IDs of studies whose last record is complete (and, with
+    ``result_key``, was made by the same model weights and settings), and those records.
+    The manifest is rewritten atomically with only ``kept``, so that when the run ends it
+    holds exactly one record per study; results of another model are run again.
     """
     out_dir = Path(out_dir)
     manifest = out_dir / MANIFEST_NAME
     latest = latest_records(read_manifest(manifest))
     wanted = set(study_ids)
-    kept = [rec for sid, rec in latest.items() if sid in wanted and is_complete(rec, out_dir, verify=verify)]
+    complete = [rec for sid, rec in latest.items() if sid in wanted and is_complete(rec, out_dir, verify=verify)]
+    kept = [rec for rec in complete if result_key is None or rec.get("result_key") == result_key]
+    if len(kept) < len(complete):
+        log.warning("%d complete stud(ies) were made by another model or other settings (model SHA-256, TTA, "
+                    "formats, prompts): they are run again", len(complete) - len(kept))
     done = {rec["study_id"] for rec in kept}
     write_manifest(manifest, kept)
     removed = remove_partials(out_dir)

@@ -279,6 +279,28 @@ def _guess_config(path: Path) -> str | None:
     return None
 
 
+#: (trunk embedding width, number of Hiera blocks) -> size suffix of the published SAM2 configs
+_HIERA_SIZES = {(96, 12): "t", (96, 16): "s", (112, 24): "b+", (144, 48): "l"}
+
+
+def config_from_state(state: dict[str, Any]) -> str | None:
+    """The SAM2 config name a state_dict was trained with, read from its tensor shapes (not its file name).
+
+    The Hiera trunk's embedding width and block count give the size (tiny/small/base+/large);
+    SAM 2.1 checkpoints carry ``no_obj_embed_spatial``, SAM 2 ones do not. ``None`` when the
+    shapes match no published configuration (a custom ``overrides`` build).
+    """
+    embed = state.get("image_encoder.trunk.patch_embed.proj.weight")
+    blocks = {key.split(".")[3] for key in state if key.startswith("image_encoder.trunk.blocks.")}
+    if embed is None or not blocks:
+        return None
+    size = _HIERA_SIZES.get((int(embed.shape[0]), len(blocks)))
+    if size is None:
+        return None
+    version = "sam2.1" if "no_obj_embed_spatial" in state else "sam2"
+    return f"{version}_hiera_{size}"
+
+
 def load_sam2(
     checkpoint: str | os.PathLike[str],
     *,
@@ -289,9 +311,10 @@ def load_sam2(
 ) -> Any:
     """Build SAM2 and load a local checkpoint; settings stored in the checkpoint are the defaults.
 
-    ``config`` may be omitted for medseg checkpoints/exports and for Meta files that keep
-    their published names (``sam2.1_hiera_tiny.pt``). ``image_size`` defaults to the
-    checkpoint's, else 1024.
+    ``config`` may be omitted for medseg checkpoints/exports and for Meta's published
+    checkpoints, whatever their file name: the architecture is read from the tensor shapes
+    (:func:`config_from_state`), then from a published file name (``sam2.1_hiera_tiny.pt``).
+    ``image_size`` defaults to the checkpoint's, else 1024.
 
     Raises:
         ConfigError: the architecture cannot be determined (pass ``config``).
@@ -299,7 +322,7 @@ def load_sam2(
     """
     p = Path(checkpoint)
     state, settings = read_checkpoint(p)
-    name = config or settings.get("config") or _guess_config(p)
+    name = config or settings.get("config") or config_from_state(state) or _guess_config(p)
     if name is None:
         raise ConfigError(
             f"{p}: cannot tell which SAM2 architecture this checkpoint is; pass config= "
@@ -372,6 +395,7 @@ def build_sam2_model(
 
 __all__ = [
     "build_sam2_model",
+    "config_from_state",
     "CONFIGS",
     "ALIASES",
     "resolve_config",

@@ -337,14 +337,21 @@ def _build(hd: Any, source: Any, table: dict[str, Any], seg_pixels: np.ndarray, 
 
 
 class _quiet_highdicom:
-    """Raise highdicom's logger to WARNING while a SEG is built (its INFO lines flood batch logs)."""
+    """While a SEG is built: highdicom's logger at WARNING (its INFO lines flood batch logs), and its
+    person-name warning dropped, because that warning quotes the patient's name (PHI) into logs."""
 
     def __enter__(self) -> None:
+        import warnings
+
         self._logger = logging.getLogger("highdicom")
         self._level = self._logger.level
         self._logger.setLevel(max(self._level, logging.WARNING))
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        warnings.filterwarnings("ignore", message=r"(?s).*unlikely to represent the intended person name")
 
     def __exit__(self, *exc: object) -> None:
+        self._warnings.__exit__(*exc)
         self._logger.setLevel(self._level)
 
 
