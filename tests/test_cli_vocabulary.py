@@ -34,6 +34,9 @@ COMMANDS: dict[str, tuple[list[str], list[str], set[str]]] = {
     "predict-images": (["-m", M, "-i", A, "-o", B], ["--model", M, "--input", A, "--output", B], {A, B}),
     "sam2 segment": (["--model", M, "-i", A, "-o", B], ["--model", M, "--input", A, "--out", B], {A, B}),
     "sam2 prompts": (["-i", A, "-o", B], ["--mask", A, "--out", B], {A, B}),
+    "import nnunet": (["-i", A, "-o", B], [A, "--out", B], {A, B}),
+    "import monai-bundle": (["-i", A, "-o", B], [A, "--out", B], {A, B}),
+    "import model-set": ([A, R, "-o", B], [A, R, "--out", B], {B}),
 }
 WITHOUT_FILES = {"sam2 configs", "pacs ping", "pacs query"}  # no file input or output
 HIDDEN = {"--out", "--mask"}
