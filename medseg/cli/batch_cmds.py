@@ -54,14 +54,55 @@ def batch(
         None, "--prompt-masks", help="SAM2 --model only: folder of per-study prompt label maps (named like references)."),
     prompt_kind: str = PROMPT_KIND_OPTION,
     sam_mode: str = SAM_MODE_OPTION,
-    dry_run: bool = typer.Option(False, "--dry-run", help="List the studies found and exit."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the studies found (with --pacs: the series) and exit."),
     as_json: bool = typer.Option(False, "--json", help="With --dry-run: print JSON."),
+    pacs: Optional[str] = typer.Option(
+        None, "--pacs", help="DICOMweb root URL: take the studies from this PACS instead of --input.",
+        rich_help_panel="PACS"),
+    where: list[str] = typer.Option(
+        [], "--where", help="With --pacs: KEY=VALUE DICOM matching key (repeatable), e.g. Modality=CT.",
+        rich_help_panel="PACS"),
+    series: list[str] = typer.Option([], "--series", help="With --pacs: a SeriesInstanceUID (repeatable).",
+                                     rich_help_panel="PACS"),
+    series_file: Optional[Path] = typer.Option(
+        None, "--series-file", help="With --pacs: a file of SeriesInstanceUIDs, one per line (# comments).",
+        rich_help_panel="PACS"),
+    push: bool = typer.Option(False, "--push", help="With --pacs: STOW-RS each DICOM-SEG to its study, verified.",
+                              rich_help_panel="PACS"),
+    max_series: int = typer.Option(200, "--max-series", help="With --pacs: refuse a query matching more series.",
+                                   rich_help_panel="PACS"),
+    keep_cache: bool = typer.Option(False, "--keep-cache", help="With --pacs: keep OUTPUT/pacs_cache (the fetched "
+                                    "series); else it is removed once its series are done.", rich_help_panel="PACS"),
+    auth: str = typer.Option("auto", "--auth", help="With --pacs: auto, none, basic (MEDSEG_PACS_USER/"
+                             "MEDSEG_PACS_PASSWORD) or bearer (MEDSEG_PACS_TOKEN).", rich_help_panel="PACS"),
+    auth_file: Optional[Path] = typer.Option(
+        None, "--auth-file", help="With --pacs: 0600 file with user:password (basic) or the token (bearer).",
+        rich_help_panel="PACS"),
+    insecure_http: bool = typer.Option(False, "--insecure-http", help="With --pacs: allow http:// to a host that "
+                                       "is not loopback.", rich_help_panel="PACS"),
 ) -> None:
-    """Segment every study under a folder; one manifest line per study; exit status 1 if any failed."""
-    input, output = pick(INPUT_NAMES, input), pick(OUTPUT_NAMES, output)
+    """Segment every study under a folder, or the series a PACS query selects (--pacs); one manifest line per
+    study; exit status 1 if any failed."""
+    pacs_given = {"--where": where, "--series": series, "--series-file": series_file, "--push": push,
+                  "--keep-cache": keep_cache, "--auth-file": auth_file, "--insecure-http": insecure_http}
+    if pacs is None and any(pacs_given.values()):
+        raise typer.BadParameter(f"{', '.join(k for k, v in pacs_given.items() if v)} need(s) --pacs",
+                                 param_hint="'--pacs'")
+    if pacs is not None and input is not None:
+        raise typer.BadParameter("give --input or --pacs, not both", param_hint="'--pacs'")
+    input, output = pick(INPUT_NAMES, input, required=pacs is None), pick(OUTPUT_NAMES, output)
     from rich.console import Console
 
     console = Console(stderr=True)
+    options = dict(workers=workers, backend=backend, scheduler=scheduler, resume=resume, reference_dir=reference,
+                   formats=[f.strip() for f in formats.split(",") if f.strip()], device=device, tta=tta,
+                   max_retries=max_retries, prompt_model=prompt_model, prompt_masks=prompt_masks,
+                   prompt_kind=prompt_kind, sam_mode=sam_mode)
+    if pacs is not None:
+        _pacs_batch(console, model, pacs, output, where=where, series=series, series_file=series_file, push=push,
+                    max_series=max_series, keep_cache=keep_cache, auth=auth, auth_file=auth_file,
+                    insecure_http=insecure_http, dry_run=dry_run, as_json=as_json, options=options)
+        return
     if dry_run:
         from medseg.batch.discover import discover_studies, format_listing
 
@@ -86,14 +127,51 @@ def batch(
 
     progress, on_start, on_record = rich_progress(console)
     with progress:
-        result = run_batch(
-            model, input, output, workers=workers, backend=backend, scheduler=scheduler, resume=resume,
-            reference_dir=reference, formats=[f.strip() for f in formats.split(",") if f.strip()], device=device,
-            tta=tta, max_retries=max_retries, on_start=on_start, on_record=on_record, prompt_model=prompt_model,
-            prompt_masks=prompt_masks, prompt_kind=prompt_kind, sam_mode=sam_mode,
-        )
+        result = run_batch(model, input, output, on_start=on_start, on_record=on_record, **options)
     console.print(summary_table(result))
     console.print(f"manifest: {output / 'manifest.jsonl'}")
+    if result.report is not None:
+        console.print(f"report:   {result.report}")
+    raise typer.Exit(result.exit_code)
+
+
+def _pacs_batch(console: Any, model: Path, pacs: str, output: Path, *, where: list[str], series: list[str],
+                series_file: Optional[Path], push: bool, max_series: int, keep_cache: bool, auth: str,
+                auth_file: Optional[Path], insecure_http: bool, dry_run: bool, as_json: bool,
+                options: dict[str, Any]) -> None:
+    """``medseg batch --pacs``: :func:`medseg.batch.pacs_source.run_pacs_batch` with a progress bar."""
+    from medseg.batch.pacs_source import read_series_file, run_pacs_batch, select_series
+    from medseg.cli.pacs_cmds import _client
+
+    if options["reference_dir"] is not None or options["prompt_masks"] is not None:
+        raise typer.BadParameter("--reference and --prompt-masks need --input (matched by file path)",
+                                 param_hint="'--pacs'")
+    uids = [*series, *(read_series_file(series_file) if series_file else [])]
+    with _client(pacs, auth, auth_file, insecure_http) as client:
+        if dry_run:
+            refs, missing = select_series(client, where=where, series=uids, max_series=max_series)
+            rows = [r.to_dict() for r in refs] + [{"series_uid": u, "error": str(e)} for u, e in missing]
+            typer.echo(json.dumps(rows, indent=1) if as_json else
+                       "\n".join(f"{r['series_uid']}  {r.get('modality', '')}  {r.get('n_instances') or ''}  "
+                                 f"{r.get('series_description', r.get('error', ''))}" for r in rows))
+            return
+        from medseg.batch.progress import rich_progress
+
+        progress, on_start, on_record = rich_progress(console)
+        with progress:
+            result = run_pacs_batch(model, client, output, where=where, series=uids, max_series=max_series,
+                                    push=push, keep_cache=keep_cache, on_start=on_start, on_record=on_record,
+                                    **{k: v for k, v in options.items() if k not in ("reference_dir", "prompt_masks")})
+    table = summary_table(result)
+    table.add_row("series selected", str(result.series))
+    table.add_row("series fetched", str(len(result.fetched)))
+    if push:
+        table.add_row("SEG pushed", str(sum(p["status"] == "ok" for p in result.pushes)))
+        table.add_row("push failed", str(sum(p["status"] != "ok" for p in result.pushes)))
+    console.print(table)
+    console.print(f"manifest: {output / 'manifest.jsonl'}")
+    if push:
+        console.print(f"pushed:   {output / 'pushed.jsonl'}")
     if result.report is not None:
         console.print(f"report:   {result.report}")
     raise typer.Exit(result.exit_code)

@@ -1,0 +1,443 @@
+"""``medseg batch --pacs``: query a PACS, fetch each series complete, segment with :func:`run_batch`, push SEG.
+
+:func:`run_pacs_batch` wraps :func:`~medseg.batch.runner.run_batch`; only the source of the
+studies and the optional push are new (manifest, failure isolation, resume, report and
+backends are run_batch's). Layout, all inside the output folder::
+
+    OUTPUT/pacs_cache/<SeriesInstanceUID>/   the fetched instances ({SOPInstanceUID}.dcm): run_batch's input
+    OUTPUT/pacs_cache/.incomplete/<UID>/     a series the PACS did not return whole (kept for the next try)
+    OUTPUT/manifest.jsonl                    one record per series; study_id is the SeriesInstanceUID
+    OUTPUT/pushed.jsonl                      one line per push attempt (see :data:`PUSHED_NAME`)
+
+Resume is keyed by SeriesInstanceUID: a series complete in the manifest is not fetched again;
+its SEG is pushed only when ``pushed.jsonl`` has no ``ok`` line for that same file (SHA-256),
+and then it is the same file. Nothing here logs or records query values, patient data,
+credentials or URLs with query strings.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medseg.batch.runner import BatchResult, RecordCallback, _check_model, run_batch
+from medseg.errors import ConfigError, MedsegError
+from medseg.io.atomic import write_text_atomic
+from medseg.io.manifest import MANIFEST_NAME, append_record, latest_records, plan_resume, read_manifest
+
+log = logging.getLogger(__name__)
+
+CACHE_NAME = "pacs_cache"
+_INCOMPLETE = ".incomplete"
+#: Push records, one JSON line each (appended with one ``write`` + ``fsync``): ``study_id`` and
+#: ``series_uid`` (the source series), ``study_uid``, ``seg_series_uid``, ``seg_path``,
+#: ``seg_sha256``, ``time`` (UTC ISO 8601), ``status`` (``ok`` | ``failed``), ``error`` (reason or null).
+PUSHED_NAME = "pushed.jsonl"
+DEFAULT_MAX_SERIES = 200
+
+
+@dataclass
+class PacsBatchResult(BatchResult):
+    """A :class:`BatchResult` (``records`` include series that failed to fetch) plus the PACS facts.
+
+    Attributes:
+        series: series selected by the query.
+        fetched: SeriesInstanceUIDs fetched (or found complete in the cache) by this run.
+        pushes: the push records of this run (see :data:`PUSHED_NAME`).
+        cache_removed: whether ``OUTPUT/pacs_cache`` was removed at the end.
+    """
+
+    series: int = 0
+    fetched: list[str] = field(default_factory=list)
+    pushes: list[dict[str, Any]] = field(default_factory=list)
+    cache_removed: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every series of this run was segmented (and pushed, when asked), else 1."""
+        return 0 if super().exit_code == 0 and all(p["status"] == "ok" for p in self.pushes) else 1
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def read_series_file(path: str | os.PathLike[str]) -> list[str]:
+    """SeriesInstanceUIDs of a text file: one per line; blank lines and ``#`` comments ignored."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return [s for s in (line.split("#", 1)[0].strip() for line in lines) if s]
+
+
+def _failed(uid: str, cache: Path, exc: BaseException, seconds: float) -> dict[str, Any]:
+    """The manifest record of a series that never reached segmentation (redacted message)."""
+    from medseg.pacs.redact import redact
+
+    return {"study_id": uid, "input": str(cache / uid), "kind": "dicom", "series_uid": uid, "status": "failed",
+            "error": {"type": type(exc).__name__, "message": redact(str(exc) or type(exc).__name__)},
+            "timings_s": {"fetch": round(seconds, 4)}, "outputs": {}, "metrics": None, "source": "pacs",
+            "started": _now(), "finished": _now()}
+
+
+def select_series(client: Any, *, where: Mapping[str, str] | Iterable[str] | None = None,
+                  series: Sequence[str] = (), max_series: int | None = DEFAULT_MAX_SERIES
+                  ) -> tuple[list[Any], list[tuple[str, BaseException]]]:
+    """The :class:`~medseg.pacs.query.SeriesRef` of the run, and the listed UIDs not found.
+
+    With ``series`` each UID is looked up on its own (and must match ``where``), so one
+    missing series fails alone; without, ``where`` is one query.
+
+    Raises:
+        ConfigError: neither ``where`` nor ``series``, or more series than ``max_series``.
+        PacsError: a malformed UID or ``where``, a query that matched more than
+            ``max_series``, or the PACS refusing the credentials.
+    """
+    from medseg.pacs.client import check_uid
+    from medseg.pacs.errors import PacsAuthError, PacsError
+    from medseg.pacs.query import parse_where, query_series
+
+    filters = parse_where(where)
+    uids = list(dict.fromkeys(check_uid(u.strip(), "SeriesInstanceUID") for u in series))
+    if not uids:
+        if not filters:
+            raise ConfigError("a PACS batch needs --where KEY=VALUE, --series UID or --series-file")
+        return query_series(client, where=filters, max_series=max_series), []
+    if max_series is not None and len(uids) > max_series:
+        raise ConfigError(f"{len(uids)} series listed, more than --max-series {max_series}; "
+                          "split the list or raise --max-series")
+    refs, missing = [], []
+    for uid in uids:
+        try:
+            refs.extend(query_series(client, where=filters, series=[uid]))
+        except PacsAuthError:
+            raise
+        except PacsError as exc:
+            missing.append((uid, exc))
+    return refs, missing
+
+
+def _cache_dir(out: Path) -> Path:
+    cache = out / CACHE_NAME
+    if cache.is_symlink() or (cache / _INCOMPLETE).is_symlink():
+        raise ConfigError(f"{cache} is a symbolic link; the PACS cache must lie inside the output folder")
+    return cache
+
+
+def _tidy_cache(cache: Path, keep: set[str]) -> None:
+    """Delete loose files and the folders of series outside this run (they would be segmented)."""
+    if not cache.is_dir():
+        return
+    for path in cache.iterdir():
+        if path.name == _INCOMPLETE:
+            continue
+        if path.is_dir() and not path.is_symlink() and path.name in keep:
+            continue
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        log.info("PACS cache: removed %s (not a series of this run)", path.name)
+
+
+def _fetch(client: Any, ref: Any, cache: Path) -> Path:
+    """:func:`fetch_series` into the cache; a series not returned whole is parked under ``.incomplete``
+    (discovery skips hidden folders) so that it is never segmented and its instances are reused."""
+    from medseg.pacs.errors import IncompleteSeriesError
+    from medseg.pacs.retrieve import fetch_series
+
+    folder, parked = cache / ref.series_uid, cache / _INCOMPLETE / ref.series_uid
+    if parked.is_dir() and not folder.exists():
+        os.replace(parked, folder)
+    try:
+        return fetch_series(client, ref, cache)
+    except IncompleteSeriesError:
+        parked.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(parked, ignore_errors=True)
+        os.replace(folder, parked)
+        raise
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+class _Pusher:
+    """Pushes the SEG of finished series and appends each attempt to ``pushed.jsonl``."""
+
+    def __init__(self, client: Any, out: Path, refs: Mapping[str, Any], *, enabled: bool) -> None:
+        self.client, self.out, self.refs, self.enabled = client, out, refs, enabled
+        self.path = out / PUSHED_NAME
+        self.earlier = latest_records(read_manifest(self.path))  # the last push of each series by earlier runs
+        self.records: list[dict[str, Any]] = []
+
+    def pushed(self, record: Mapping[str, Any]) -> bool:
+        """Whether the SEG of this manifest record is already pushed (an ``ok`` line for the same file)."""
+        seg = (record.get("outputs") or {}).get("dicomseg") or {}
+        last = self.earlier.get(record["study_id"])
+        return bool(last and last.get("status") == "ok" and seg and last.get("seg_sha256") == seg.get("sha256"))
+
+    def push(self, record: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Push the SEG of ``record`` (when enabled) and append the attempt to ``pushed.jsonl``."""
+        if not self.enabled:
+            return None
+        from medseg.pacs.push import push_seg
+        from medseg.pacs.redact import redact
+
+        uid = record["study_id"]
+        ref = self.refs[uid]
+        seg = (record.get("outputs") or {}).get("dicomseg")
+        entry: dict[str, Any] = {"study_id": uid, "series_uid": uid, "study_uid": ref.study_uid,
+                                 "seg_series_uid": None, "seg_path": seg and seg["path"],
+                                 "seg_sha256": seg and seg["sha256"], "status": "failed", "error": None}
+        try:
+            if not seg:
+                raise ConfigError(f"series {uid}: no seg.dcm in its outputs (--formats without dicomseg?)")
+            entry["seg_series_uid"] = push_seg(self.client, self.out / seg["path"], ref.study_uid)
+            entry["status"] = "ok"
+        except Exception as exc:  # a failed push is recorded, the batch goes on
+            entry["error"] = f"{type(exc).__name__}: {redact(exc)}"
+            log.warning("series %s: push failed: %s", uid, entry["error"])
+        entry["time"] = _now()
+        append_record(self.path, entry)
+        self.records.append(entry)
+        return entry
+
+
+def _write_info(out: Path, pacs: dict[str, Any], result: PacsBatchResult, model: str | os.PathLike[str]) -> None:
+    """Add the ``pacs`` facts to ``run.json`` (run_batch's, or a fresh one when nothing was segmented)."""
+    path = out / "run.json"
+    info: dict[str, Any] = {}
+    if result.fetched:
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            info = {}
+    if not info:
+        info = {"model": str(Path(model).resolve()), "input": None, "output": str(out.resolve()),
+                "started": pacs["started"], "finished": pacs["finished"], "studies": result.total,
+                "skipped": result.skipped, "ok": result.count("ok"), "failed": result.count("failed")}
+    info["pacs"] = pacs
+    write_text_atomic(path, json.dumps(info, indent=2))
+
+
+def _sweep_done(cache: Path, finished: set[str]) -> bool:
+    """Delete the cache folders of finished series; the cache itself when nothing else is left in it."""
+    if not cache.is_dir():
+        return False
+    for uid in finished:
+        if (cache / uid).is_dir():
+            shutil.rmtree(cache / uid)
+    incomplete = cache / _INCOMPLETE
+    if incomplete.is_dir() and not any(incomplete.iterdir()):
+        incomplete.rmdir()
+    if any(cache.iterdir()):
+        return False
+    cache.rmdir()
+    return True
+
+
+def run_pacs_batch(
+    model: str | os.PathLike[str],
+    client: Any,
+    output_dir: str | os.PathLike[str],
+    *,
+    where: Mapping[str, str] | Iterable[str] | None = None,
+    series: Sequence[str] = (),
+    max_series: int | None = DEFAULT_MAX_SERIES,
+    push: bool = False,
+    resume: bool = False,
+    keep_cache: bool = False,
+    report: bool = True,
+    on_start: Callable[[int, int], None] | None = None,
+    on_record: RecordCallback | None = None,
+    **batch_options: Any,
+) -> PacsBatchResult:
+    """Segment the series a PACS query selects; optionally push each DICOM-SEG back to its study.
+
+    Args:
+        model: run folder or exported model folder (as for :func:`run_batch`).
+        client: a :class:`medseg.pacs.PacsClient` (its credentials, timeouts and retries are used).
+        output_dir: the batch output folder; the fetched series live in ``output_dir/pacs_cache``.
+        where: DICOM matching keys (``["Modality=CT", "StudyDate=20250101-20250131"]`` or a mapping).
+        series: SeriesInstanceUIDs (each must also match ``where``); a UID the PACS does not
+            have is recorded failed, the others run.
+        max_series: refuse (before fetching anything) a selection of more series.
+        push: STOW-RS each new DICOM-SEG to its source study and check QIDO lists it.
+        resume: keep series complete in the manifest (not fetched again; pushed only if
+            ``pushed.jsonl`` has no ``ok`` line for that same SEG file); run the rest.
+        keep_cache: keep the fetched series; otherwise the folders of finished series are
+            deleted and ``pacs_cache`` with them once empty (a fully successful run removes it).
+        report: write ``report.html``.
+        on_start, on_record: as for :func:`run_batch` (series that fail to fetch are reported too).
+        **batch_options: any other keyword of :func:`run_batch` (``workers``, ``backend``,
+            ``formats``, ``device``, ``tta``, ...). With ``backend="dask"`` the output folder must
+            be visible to the Dask workers.
+
+    Raises:
+        ConfigError: bad options, or a previous manifest without ``resume``.
+        PacsError: a bad query, more than ``max_series`` matches, or refused credentials.
+    """
+    out = Path(output_dir)
+    _check_options(model, out, push=push, resume=resume, batch_options=batch_options)
+    started = _now()
+    refs, missing = select_series(client, where=where, series=series, max_series=max_series)
+    cache = _cache_dir(out)
+    out.mkdir(parents=True, exist_ok=True)
+    by_uid = {r.series_uid: r for r in refs}
+    uids = [r.series_uid for r in refs] + [u for u, _ in missing]
+    done, kept = plan_resume(uids, out, result_key=_result_key(model, out, batch_options)) if resume else (set(), [])
+    log.info("PACS: %d series selected, %d not found, %d already complete", len(refs), len(missing), len(done))
+    pusher = _Pusher(client, out, by_uid, enabled=push)
+    for rec in kept:  # segmented by an earlier run but not pushed: push that same file now
+        if push and rec["study_id"] in by_uid and not pusher.pushed(rec):
+            pusher.push(rec)
+
+    todo = [r for r in refs if r.series_uid not in done]
+    _tidy_cache(cache, {r.series_uid for r in todo} | done)
+    fetched, failures, fetch_s = _fetch_all(client, todo, cache)
+    failures = [_failed(uid, cache, exc, 0.0) for uid, exc in missing] + failures
+    result = PacsBatchResult(output_dir=out, total=len(uids), skipped=len(done), series=len(uids), fetched=fetched)
+    _segment(model, cache, out, result, kept=kept, failures=failures, resume=resume, pusher=pusher,
+             on_start=on_start, on_record=on_record, batch_options=batch_options)
+    result.pushes = pusher.records
+
+    if not keep_cache:
+        result.cache_removed = _sweep_done(cache, _finished(result, done, pusher))
+    _write_info(out, {
+        "pacs": client.base_url, "query_keys": sorted(_keys(where)), "series_listed": len(series),
+        "series": len(uids), "not_found": len(missing), "fetched": len(fetched), "fetch_s": round(fetch_s, 3),
+        "fetch_failed": len(failures) - len(missing), "push": push,
+        "pushed": sum(p["status"] == "ok" for p in pusher.records),
+        "push_failed": sum(p["status"] != "ok" for p in pusher.records),
+        "cache_kept": keep_cache, "cache_removed": result.cache_removed, "started": started, "finished": _now(),
+    }, result, model)
+    if report:
+        from medseg.report.html import write_report
+
+        result.report = write_report(out)
+    log.info("PACS batch: %d ok, %d failed, %d pushed, %d push failed", result.count("ok"),
+             result.count("failed") + result.count("lost"), sum(p["status"] == "ok" for p in pusher.records),
+             sum(p["status"] != "ok" for p in pusher.records))
+    return result
+
+
+def _check_options(model: str | os.PathLike[str], out: Path, *, push: bool, resume: bool,
+                   batch_options: Mapping[str, Any]) -> None:
+    """Refuse bad options before any request to the PACS."""
+    if any(batch_options.get(k) is not None for k in ("input_dir", "reference_dir", "prompt_masks")):
+        raise ConfigError("a PACS batch takes its studies from the PACS: input_dir, reference_dir and prompt_masks "
+                          "(matched by file path) need a folder batch")
+    if push and "dicomseg" not in batch_options.get("formats", ("nifti", "dicomseg")):
+        raise ConfigError("--push sends the DICOM-SEG: keep dicomseg in --formats")
+    prompt_model = batch_options.get("prompt_model")
+    _check_model(Path(model), Path(prompt_model) if prompt_model else None, None)
+    if not resume and read_manifest(out / MANIFEST_NAME):
+        raise ConfigError(f"{out} already holds a batch manifest; pass --resume to continue it or choose a new folder")
+
+
+def _result_key(model: str | os.PathLike[str], out: Path, batch_options: Mapping[str, Any]) -> str:
+    """The ``result_key`` run_batch gives this run's records (same model weights and settings), so that
+    resume skips (and does not refetch) only series that run_batch would skip too.
+
+    Mirrors run_batch's WorkerConfig; a ``worker_config()`` helper in the runner would make this one call.
+    """
+    import inspect
+
+    from medseg.batch.worker import WorkerConfig, result_key
+
+    opts = {k: p.default for k, p in inspect.signature(run_batch).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+    opts.update(batch_options)
+    prompt_model = opts.get("prompt_model")
+    config = WorkerConfig(model=str(Path(model).resolve()), output_dir=str(out.resolve()),
+                          formats=tuple(opts["formats"]), device=opts.get("device"), tta=bool(opts.get("tta")),
+                          prompt_model=str(Path(prompt_model).resolve()) if prompt_model else None,
+                          prompt_kind=opts.get("prompt_kind", "box"), sam_mode=opts.get("sam_mode", "propagate"))
+    return result_key(config)
+
+
+def _fetch_all(client: Any, todo: Sequence[Any], cache: Path) -> tuple[list[str], list[dict[str, Any]], float]:
+    """Fetch each series; returns (UIDs fetched complete, records of those that failed, seconds)."""
+    from medseg.pacs.errors import PacsAuthError
+
+    fetched, failures, total = [], [], 0.0
+    for ref in todo:
+        t = time.perf_counter()
+        try:
+            _fetch(client, ref, cache)
+            fetched.append(ref.series_uid)
+        except PacsAuthError:
+            raise
+        except Exception as exc:  # a series that cannot be fetched is recorded, the batch goes on
+            failures.append(_failed(ref.series_uid, cache, exc, time.perf_counter() - t))
+            log.warning("series %s: not segmented: %s", ref.series_uid, failures[-1]["error"]["message"])
+        total += time.perf_counter() - t
+    return fetched, failures, total
+
+
+def _segment(model: str | os.PathLike[str], cache: Path, out: Path, result: PacsBatchResult, *,
+             kept: list[dict[str, Any]], failures: list[dict[str, Any]], resume: bool, pusher: _Pusher,
+             on_start: Callable[[int, int], None] | None, on_record: RecordCallback | None,
+             batch_options: Mapping[str, Any]) -> None:
+    """:func:`run_batch` over the fetched series (pushing each SEG as its record arrives); fills
+    ``result.records`` (failed fetches first) and ``result.elapsed_s``."""
+    manifest = out / MANIFEST_NAME
+
+    def relay(rec: dict[str, Any]) -> None:
+        if on_record is not None:
+            on_record(rec)
+
+    def started(n_todo: int, n_skipped: int) -> None:
+        # run_batch has compacted the manifest to the series it found in the cache: put back the
+        # complete records of series not fetched again, and record the series that failed to fetch.
+        present = {r["study_id"] for r in read_manifest(manifest)}
+        for rec in [*(r for r in kept if r["study_id"] not in present), *failures]:
+            append_record(manifest, rec)
+        if on_start is not None:
+            on_start(n_todo + len(failures), len(kept))
+        for rec in failures:
+            relay(rec)
+
+    def finished(rec: dict[str, Any]) -> None:
+        if rec.get("status") == "ok" and rec.get("study_id") in pusher.refs:
+            pusher.push(rec)
+        relay(rec)
+
+    records: list[dict[str, Any]] = []
+    if result.fetched:
+        batch = run_batch(model, cache, out, resume=resume, report=False, on_start=started, on_record=finished,
+                          **batch_options)
+        records, result.elapsed_s = list(batch.records), batch.elapsed_s
+    else:
+        started(0, len(kept))
+    ran = {r["study_id"] for r in records}
+    for uid in (u for u in result.fetched if u not in ran):  # the files held no image series (SEG or SR only)
+        rec = _failed(uid, cache, MedsegError(f"series {uid}: the fetched files hold no image series to segment"), 0)
+        append_record(manifest, rec)
+        relay(rec)
+        records.append(rec)
+    result.records = failures + records
+
+
+def _finished(result: PacsBatchResult, done: set[str], pusher: _Pusher) -> set[str]:
+    """Series needing nothing more: segmented (and, when pushing, pushed; earlier or now)."""
+    tried = {p["study_id"] for p in pusher.records}
+    pushed = {p["study_id"] for p in pusher.records if p["status"] == "ok"}
+    ok = done | {r["study_id"] for r in result.records if r.get("status") == "ok"}
+    return ok if not pusher.enabled else {u for u in ok if u in pushed or (u in done and u not in tried)}
+
+
+def _keys(where: Mapping[str, str] | Iterable[str] | None) -> list[str]:
+    """The keys of ``where`` (never its values: they may name a patient)."""
+    if where is None:
+        return []
+    if isinstance(where, Mapping):
+        return [str(k) for k in where]
+    return [str(w).partition("=")[0].strip() for w in where]
+
+
+__all__ = ["run_pacs_batch", "select_series", "read_series_file", "PacsBatchResult", "PUSHED_NAME", "CACHE_NAME",
+           "DEFAULT_MAX_SERIES"]

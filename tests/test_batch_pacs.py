@@ -1,0 +1,159 @@
+"""``medseg batch --pacs`` against the session's real Orthanc: query, fetch, segment with a small
+random U-Net, push DICOM-SEG, resume without refetching or pushing twice; no PHI in the outputs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import pydicom
+import pytest
+from typer.testing import CliRunner
+
+from medseg.batch.pacs_source import CACHE_NAME, PUSHED_NAME, _result_key, run_pacs_batch
+from medseg.io.manifest import latest_records, read_manifest
+from medseg.pacs.query import query_series
+from tests.pacs_fixtures import DECUBITUS, TEST_PASSWORD, client, orthanc, orthanc_server, series_files  # noqa: F401
+
+pytestmark = [pytest.mark.slow, pytest.mark.apt]
+
+HFS, HFP, HFDL = DECUBITUS / "HFS", DECUBITUS / "HFP", DECUBITUS / "HFDL"
+MISSING = "1.2.826.0.1.3680043.8.498.999999"
+PHI = (TEST_PASSWORD, "crlab", "HFS", "HF*")  # the password, PatientID, PatientName and a query value
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from medseg.testing import make_random_export
+
+    # one sliding window covers the 65 x 65 x 34 model grid of these 256 x 256 x 35 MR series
+    return make_random_export(tmp_path_factory.mktemp("model") / "export", patch_size=(68, 68, 36), overlap=0.0)
+
+
+def _uid(folder: Path) -> str:
+    return str(pydicom.dcmread(series_files(folder)[0], stop_before_pixels=True).SeriesInstanceUID)
+
+
+def _pushed(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / PUSHED_NAME).read_text().splitlines()]
+
+
+def _assert_no_phi(out: Path, *texts: str) -> None:
+    """No secret in any file under ``out`` but the DICOM (the SEG carries the patient module by
+    design), nor in ``texts``; the report's embedded images are left out of the search."""
+    for path in (p for p in out.rglob("*") if p.is_file() and p.suffix != ".dcm"):
+        text = path.read_bytes().decode("utf-8", "replace")
+        text = re.sub(r"data:image/[a-z]+;base64,[A-Za-z0-9+/=]+", "", text)
+        for secret in PHI:
+            assert secret not in text, (secret, path)
+    for secret in PHI:
+        assert not any(secret in t for t in texts), secret
+
+
+class Crash(BaseException):
+    """The batch process dying (not an error a push could catch)."""
+
+
+def _segs(client) -> list[str]:  # noqa: F811
+    return sorted(s.series_uid for s in query_series(client, where=["Modality=SEG"]))
+
+
+def test_push_crash_resume_missing_and_incomplete_series(orthanc, client, model, tmp_path: Path,  # noqa: F811
+                                                         caplog, capfd, monkeypatch) -> None:
+    """One segmenting run, then two resumed runs that segment nothing:
+
+    A (Python, --series, --push): HFS segmented and pushed; HFDL segmented, then the process
+      dies before its push; HFP never arrives whole (server returned 35/36): failed, not segmented.
+    B (CLI, --where, --push --resume): nothing segmented or fetched again but HFP; HFDL's same SEG
+      file pushed once; HFS not pushed again.
+    C (Python, --series with a UID the PACS lacks, --push --resume): nothing fetched or pushed; the
+      missing series is failed; the server holds one SEG per source series.
+    """
+    from medseg.cli.main import app
+    import medseg.pacs.push as push_module
+    import medseg.pacs.retrieve as retrieve
+
+    caplog.set_level(logging.DEBUG)
+    hfs, hfdl, hfp = _uid(HFS), _uid(HFDL), _uid(HFP)
+    orthanc.upload(*series_files(HFS), *series_files(HFDL), *series_files(HFP))
+    real_list, real_fetch, real_push = retrieve.list_instances, retrieve.fetch_series, push_module.push_seg
+    # HFP: the QIDO list names one instance more than the server returns, so it never arrives whole
+    monkeypatch.setattr(retrieve, "list_instances", lambda c, ref, **kw: real_list(c, ref, **kw) + (
+        ["1.2.826.0.1.3680043.8.498.4242"] if ref.series_uid == hfp else []))
+    fetched: list[str] = []
+    monkeypatch.setattr(retrieve, "fetch_series", lambda c, ref, d, **kw: fetched.append(ref.series_uid) or
+                        real_fetch(c, ref, d, **kw))
+
+    def push_or_die(c, seg_path, study_uid):
+        if pydicom.dcmread(seg_path, stop_before_pixels=True).ReferencedSeriesSequence[0].SeriesInstanceUID == hfdl:
+            raise Crash
+        return real_push(c, seg_path, study_uid)
+
+    monkeypatch.setattr(push_module, "push_seg", push_or_die)
+    out = tmp_path / "out"
+    with pytest.raises(Crash):
+        run_pacs_batch(model, client, out, series=[hfs, hfdl, hfp], push=True)
+    records = latest_records(read_manifest(out / "manifest.jsonl"))
+    assert (records[hfs]["status"], records[hfdl]["status"], records[hfp]["status"]) == ("ok", "ok", "failed")
+    assert "server returned 35/36 instances" in records[hfp]["error"]["message"]
+    assert records[hfs]["result_key"] == _result_key(model, out, {})  # resume keys the series as run_batch does
+    assert not (out / "studies" / hfp).exists() and (out / CACHE_NAME / ".incomplete" / hfp).is_dir()
+    [push] = _pushed(out)
+    assert push["status"] == "ok" and push["series_uid"] == hfs and push["error"] is None
+    assert _segs(client) == [push["seg_series_uid"]]
+    [meta] = client.get_json("studies", push["study_uid"], "series", push["seg_series_uid"], "metadata")
+    assert meta["00081115"]["Value"][0]["0020000E"]["Value"][0] == hfs  # ReferencedSeriesSequence
+    seg_file = out / records[hfdl]["outputs"]["dicomseg"]["path"]
+    seg_bytes = seg_file.read_bytes()
+
+    monkeypatch.setattr(push_module, "push_seg", real_push)
+    fetched.clear()
+    result = CliRunner().invoke(app, ["batch", "--model", str(model), "--pacs", orthanc.dicomweb_url, "--where",
+                                      "Modality=MR", "--where", "PatientName=HF*", "--output", str(out), "--push",
+                                      "--resume"])
+    assert result.exit_code == 1, result.output  # HFP still incomplete
+    assert fetched == [hfp]
+    pushes = _pushed(out)
+    assert [(p["series_uid"], p["status"]) for p in pushes] == [(hfs, "ok"), (hfdl, "ok")]
+    assert seg_file.read_bytes() == seg_bytes
+    assert pushes[1]["seg_sha256"] == records[hfdl]["outputs"]["dicomseg"]["sha256"]
+    assert pushes[1]["seg_series_uid"] == str(pydicom.dcmread(seg_file).SeriesInstanceUID)
+    assert _segs(client) == sorted(p["seg_series_uid"] for p in pushes)
+    assert latest_records(read_manifest(out / "manifest.jsonl"))[hfdl] == records[hfdl]
+
+    fetched.clear()
+    third = run_pacs_batch(model, client, out, series=[hfs, hfdl, MISSING], push=True, resume=True)
+    assert fetched == [] and third.pushes == [] and third.skipped == 2 and len(_pushed(out)) == 2
+    [missing] = third.records
+    assert (missing["study_id"], missing["status"]) == (MISSING, "failed")
+    assert "not found" in missing["error"]["message"]
+    assert json.loads((out / "run.json").read_text())["pacs"]["not_found"] == 1
+    assert _segs(client) == sorted(p["seg_series_uid"] for p in pushes)
+    assert third.exit_code == 1 and not third.cache_removed  # HFP's parked instances stay for the next try
+    _assert_no_phi(out, caplog.text, result.output, *capfd.readouterr())
+
+
+def test_max_series_refuses_before_fetching(orthanc, client, model, tmp_path: Path) -> None:  # noqa: F811
+    from medseg.pacs.errors import PacsError
+
+    orthanc.upload(*series_files(HFS), *series_files(HFP))
+    with pytest.raises(PacsError, match="matched 2 series, more than --max-series 1"):
+        run_pacs_batch(model, client, tmp_path / "out", where=["Modality=MR"], max_series=1)
+    assert not (tmp_path / "out").exists()
+    from medseg.cli.main import app
+
+    listed = CliRunner().invoke(app, ["batch", "--model", str(model), "--pacs", orthanc.dicomweb_url, "--where",
+                                      "Modality=MR", "--output", str(tmp_path / "out"), "--dry-run", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert sorted(r["series_uid"] for r in json.loads(listed.output)) == sorted([_uid(HFS), _uid(HFP)])
+    assert not (tmp_path / "out").exists() and "crlab" not in listed.output
+
+
+def test_cli_refuses_pacs_options_without_pacs(tmp_path: Path) -> None:
+    from medseg.cli.main import app
+
+    result = CliRunner().invoke(app, ["batch", "--model", str(tmp_path), "--input", str(tmp_path),
+                                      "--output", str(tmp_path / "o"), "--push"])
+    assert result.exit_code == 2 and "--push need(s) --pacs" in result.output
