@@ -98,17 +98,14 @@ def test_bad_format_inputs(tmp_path: Path) -> None:
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 4, 3), np.float32), np.eye(4)), str(four_d))
     with pytest.raises(InputError, match=r"4d\.nii\.gz: expected a 2D or 3D image, got a 4D NIfTI"):
         load(four_d)
-    broken = tmp_path / "broken.nii.gz"
-    broken.write_bytes(b"\x1f\x8b not really gzip")
-    with pytest.raises(InputError, match=r"broken\.nii\.gz: not a readable NIfTI"):
-        load(broken)
-    bad_nrrd = tmp_path / "bad.nrrd"
-    bad_nrrd.write_text("NRRD0004\ntype: short\ndimension: 3\nsizes: 4 4\n\n")
-    with pytest.raises(InputError, match=r"bad\.nrrd: not a readable NRRD/MetaImage"):
-        load(bad_nrrd)
-    other = tmp_path / "image.png"
-    other.write_bytes(b"\x89PNG\r\n")
-    with pytest.raises(InputError, match=r"unknown image format '\.png'"):
-        load(other)
+    bad_files = [
+        ("broken.nii.gz", b"\x1f\x8b not really gzip", r"broken\.nii\.gz: not a readable NIfTI"),
+        ("bad.nrrd", b"NRRD0004\ntype: short\ndimension: 3\nsizes: 4 4\n\n", r"bad\.nrrd: not a readable NRRD/MetaImage"),
+        ("image.png", b"\x89PNG\r\n", r"unknown image format '\.png'"),
+    ]
+    for name, content, message in bad_files:
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(InputError, match=message):
+            load(tmp_path / name)
     with pytest.raises(InputError, match="cannot write format"):
         save(Volume(np.zeros((2, 2, 2))), tmp_path / "x.png")

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from medseg.cli.messages import warn_unmatched
 from medseg.cli.vocabulary import OUTPUT_NAMES, hidden_option, output_option, pick
 
 
@@ -73,11 +74,7 @@ def evaluate(
             on_case=lambda case: progress.advance(task),
         )
     typer.echo(f"evaluated {result.summary['cases']} case(s); wrote {', '.join(str(f) for f in result.files)}")
-    for side, cases in (("reference", result.unmatched_references), ("prediction", result.unmatched_predictions)):
-        if cases:
-            shown = ", ".join(cases[:10]) + (" ..." if len(cases) > 10 else "")
-            typer.secho(f"warning: {len(cases)} {side}(s) without a match, not evaluated: {shown}",
-                        fg=typer.colors.YELLOW, err=True)
+    warn_unmatched(result.unmatched_references, result.unmatched_predictions)
     for lab, info in result.summary["labels"].items():
         stats = "  ".join(
             f"{m}={s['mean']:.4g}" + (f" ({s['n_inf']} inf)" if s["n_inf"] else "")

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from medseg.cli.messages import warn_unmatched
 from medseg.cli.vocabulary import INPUT_NAMES, OUTPUT_NAMES, hidden_option, input_option, output_option, pick
 
 
@@ -34,11 +35,7 @@ def evaluate_images(
                                    class_names=names, boundary=boundary)
     data = result.summary["dataset"]
     typer.echo(f"evaluated {result.summary['images']} image(s); wrote {', '.join(str(f) for f in result.files)}")
-    for side, files in (("reference", result.unmatched_references), ("prediction", result.unmatched_predictions)):
-        if files:
-            shown = ", ".join(files[:10]) + (" ..." if len(files) > 10 else "")
-            typer.secho(f"warning: {len(files)} {side}(s) without a match, not evaluated: {shown}",
-                        fg=typer.colors.YELLOW, err=True)
+    warn_unmatched(result.unmatched_references, result.unmatched_predictions)
     typer.echo(f"  mIoU={data['miou']:.4f}  mDice={data['mdice']:.4f}  mAcc={data['macc']:.4f}  "
                f"aAcc={data['aacc']:.4f}")
     for c, info in result.summary["classes"].items():

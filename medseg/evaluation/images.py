@@ -37,9 +37,10 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import ConfigError, InputError
-from medseg.io.tables import json_safe, write_csv
+from medseg.io.tables import json_safe, read_name_mapping, write_csv
 from medseg.plots.charts import iou_bar_chart
 from medseg.io.images import IMAGE_SUFFIXES, files_by_stem, read_mask
+from medseg.evaluation.pairs import check_matches
 from medseg.io.atomic import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -88,23 +89,8 @@ def load_class_names(path: str | os.PathLike[str], num_classes: int | None = Non
     """Class names from JSON: a list ``["background", "cat", ...]``, ``{"0": "background", ...}``
     or ``{"background": 0, ...}``. Classes not named get their number as name."""
     p = Path(path)
-    try:
-        raw = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{p}: cannot read class names ({exc})") from exc
-    if isinstance(raw, list) and all(isinstance(n, str) for n in raw):
-        mapping = dict(enumerate(raw))
-    elif isinstance(raw, dict) and raw:
-        mapping = {}
-        for key, value in raw.items():
-            try:
-                if isinstance(value, int) and not isinstance(value, bool):
-                    mapping[int(value)] = str(key)
-                else:
-                    mapping[int(key)] = str(value)
-            except ValueError as exc:
-                raise InputError(f"{p}: entry {key!r}: {value!r} is not a class number and a name") from exc
-    else:
+    raw, mapping = read_name_mapping(p, noun="class")
+    if not mapping:
         raise InputError(f"{p}: expected a JSON list of names or an object mapping class numbers to names")
     n = num_classes if num_classes is not None else max(mapping) + 1
     bad = sorted(k for k in mapping if not 0 <= k < n)
@@ -227,13 +213,7 @@ def evaluate_image_folder(
         raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
     names = _class_names(class_names, num_classes)
     pairs, only_pred, only_ref = match_images(Path(pred_dir), Path(ref_dir))
-    for name in only_ref:
-        log.warning("%s: reference without prediction, not evaluated", name)
-    for name in only_pred:
-        log.warning("%s: prediction without reference, not evaluated", name)
-    if not pairs:
-        raise InputError(f"no image matched between {pred_dir} and {ref_dir} by file stem (prediction-only: "
-                         f"{only_pred[:5]}, reference-only: {only_ref[:5]})")
+    check_matches(pairs, only_pred, only_ref, pred=pred_dir, ref=ref_dir, noun="image", how=" by file stem")
     total = np.zeros((num_classes, num_classes), dtype=np.int64)
     rows: list[dict[str, Any]] = []
     image_miou: list[float] = []

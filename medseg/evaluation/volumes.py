@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import InputError
+from medseg.evaluation.pairs import check_matches
 from medseg.io.atomic import write_text_atomic
-from medseg.io.tables import json_safe, write_csv
+from medseg.io.tables import json_safe, read_name_mapping, write_csv
 from medseg.plots.charts import metric_boxplot
 from medseg.metrics.labels import DEFAULT_METRICS, check_metric_names
 
@@ -142,22 +143,10 @@ def match_cases(pred: Path, ref: Path) -> tuple[list[tuple[str, Path, Path]], li
 
 
 def load_label_names(path: Path) -> dict[int, str]:
-    """Read ``{"1": "liver", ...}`` or ``{"liver": 1, ...}`` from a JSON file."""
-    try:
-        raw = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: cannot read label names ({exc})") from exc
-    if not isinstance(raw, dict) or not raw:
+    """Read ``{"1": "liver", ...}`` or ``{"liver": 1, ...}`` from a JSON file (background 0 dropped)."""
+    raw, names = read_name_mapping(path, noun="label")
+    if not isinstance(raw, dict) or not names:
         raise InputError(f"{path}: expected a JSON object mapping labels to names")
-    names: dict[int, str] = {}
-    for key, value in raw.items():
-        try:
-            if isinstance(value, int) and not isinstance(value, bool):
-                names[int(value)] = str(key)
-            else:
-                names[int(key)] = str(value)
-        except ValueError as exc:
-            raise InputError(f"{path}: entry {key!r}: {value!r} is not a label number and a name") from exc
     names.pop(0, None)  # background is never evaluated
     return names
 
@@ -292,13 +281,7 @@ def evaluate_folder(
     if labels is None and label_names:
         labels = sorted(label_names)
     pairs, only_pred, only_ref = match_cases(Path(pred), Path(ref))
-    for case in only_ref:
-        log.warning("case %s: reference without prediction, not evaluated", case)
-    for case in only_pred:
-        log.warning("case %s: prediction without reference, not evaluated", case)
-    if not pairs:
-        raise InputError(f"no case matched between {pred} and {ref} (prediction-only: {only_pred[:5]}, "
-                         f"reference-only: {only_ref[:5]})")
+    check_matches(pairs, only_pred, only_ref, pred=pred, ref=ref, noun="case")
     options = {"labels": list(labels) if labels is not None else None, "metrics": names, "surface": surface,
                "tolerance_mm": tolerance_mm, "missing_distance": missing_distance, "resample": resample}
     per_case: dict[str, list[dict[str, Any]]] = {}

@@ -52,4 +52,35 @@ def write_csv(path: str | os.PathLike[str], rows: list[dict[str, Any]], columns:
 
 
 
-__all__ = ["json_safe", "to_json", "write_json", "write_csv"]
+def read_name_mapping(path: str | os.PathLike[str], *, noun: str = "label") -> tuple[Any, dict[int, str]]:
+    """Read label/class names from JSON: ``{"1": "liver"}``, ``{"liver": 1}`` or a list of names.
+
+    Returns ``(raw JSON, {number: name})`` (a list maps position -> name).
+
+    Raises:
+        InputError: unreadable file, or an entry that is not a number and a name (names the file and entry).
+    """
+    from medseg.errors import InputError
+
+    p = Path(path)
+    try:
+        raw = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{p}: cannot read {noun} names ({exc})") from exc
+    if isinstance(raw, list) and all(isinstance(n, str) for n in raw):
+        return raw, dict(enumerate(raw))
+    if not isinstance(raw, dict) or not raw:
+        return raw, {}
+    names: dict[int, str] = {}
+    for key, value in raw.items():
+        try:
+            if isinstance(value, int) and not isinstance(value, bool):
+                names[int(value)] = str(key)
+            else:
+                names[int(key)] = str(value)
+        except ValueError as exc:
+            raise InputError(f"{p}: entry {key!r}: {value!r} is not a {noun} number and a name") from exc
+    return raw, names
+
+
+__all__ = ["json_safe", "to_json", "write_json", "write_csv", "read_name_mapping"]

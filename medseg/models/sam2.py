@@ -26,14 +26,8 @@ log = logging.getLogger(__name__)
 
 #: medseg name -> config file inside the ``sam2`` package.
 CONFIGS: dict[str, str] = {
-    "sam2_hiera_t": "configs/sam2/sam2_hiera_t.yaml",
-    "sam2_hiera_s": "configs/sam2/sam2_hiera_s.yaml",
-    "sam2_hiera_b+": "configs/sam2/sam2_hiera_b+.yaml",
-    "sam2_hiera_l": "configs/sam2/sam2_hiera_l.yaml",
-    "sam2.1_hiera_t": "configs/sam2.1/sam2.1_hiera_t.yaml",
-    "sam2.1_hiera_s": "configs/sam2.1/sam2.1_hiera_s.yaml",
-    "sam2.1_hiera_b+": "configs/sam2.1/sam2.1_hiera_b+.yaml",
-    "sam2.1_hiera_l": "configs/sam2.1/sam2.1_hiera_l.yaml",
+    f"{version}_hiera_{size}": f"configs/{version}/{version}_hiera_{size}.yaml"
+    for version in ("sam2", "sam2.1") for size in ("t", "s", "b+", "l")
 }
 
 #: Short names (SAM 2.1 unless prefixed ``sam2_``) and Meta's checkpoint file stems.

@@ -30,9 +30,7 @@ variables or a 0600 file (:mod:`medseg.pacs.auth`).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from medseg.lazy import lazy_exports
 from medseg.pacs.errors import IncompleteSeriesError, PacsAuthError, PacsError, PacsHTTPError, PacsTimeoutError
 
 _LAZY = {
@@ -44,10 +42,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'medseg.pacs' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [*_LAZY, "PacsError", "PacsAuthError", "PacsHTTPError", "PacsTimeoutError", "IncompleteSeriesError"]

@@ -1,17 +1,13 @@
-"""Reports: PNG overlays of labels on images and the self-contained HTML page of a batch run."""
+"""The self-contained HTML page of a batch run; overlays (now in :mod:`medseg.plots.overlays`) re-exported."""
 
 from __future__ import annotations
 
-__all__ = ["write_report", "render_overlay", "write_overlay"]
+from medseg.lazy import lazy_exports
 
+_EXPORTS = {"write_report": "medseg.report.html", "render_overlay": "medseg.plots.overlays",
+            "write_overlay": "medseg.plots.overlays"}
 
-def __getattr__(name: str):  # lazy: matplotlib is imported only when a report is drawn
-    if name == "write_report":
-        from medseg.report.html import write_report
+# lazy: matplotlib is imported only when a report is drawn
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
-        return write_report
-    if name in ("render_overlay", "write_overlay"):
-        from medseg.report import overlays
-
-        return getattr(overlays, name)
-    raise AttributeError(name)
+__all__ = sorted(_EXPORTS)

@@ -12,8 +12,7 @@ other axes in order. Prompt coordinates are voxel indices or world RAS+ mm.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from medseg.lazy import lazy_exports
 
 _EXPORTS = {
     "build_sam2": "medseg.models.sam2",
@@ -36,15 +35,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'medseg.sam' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + list(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = sorted(_EXPORTS)
