@@ -147,3 +147,29 @@ def test_promptable_model_harness(name, tmp_path):
     x = torch.randn(1, 3, net.image_size, net.image_size)
     with torch.no_grad():
         torch.testing.assert_close(loaded.image_encoder(x)["vision_features"], net.image_encoder(x)["vision_features"])
+
+
+def test_schema_1_exports_still_load(tmp_path):
+    """model.json written before ModelExport (no schema_version; SAM2 training keys in model.config) loads."""
+    from medseg.models.export import SCHEMA_VERSION, ModelExport, read_export
+
+    model = create_model("unet3d", **TINY["unet3d"])
+    folder = save_export(tmp_path / "e", model, _info("unet3d", TINY["unet3d"]))
+    data = json.loads((folder / "model.json").read_text())
+    assert data["schema_version"] == SCHEMA_VERSION == 2
+    del data["schema_version"]
+    (folder / "model.json").write_text(json.dumps(data))
+    export = read_export(folder)
+    assert export.schema_version == 1 and export.labels == {0: "background", 1: "liver", 2: "spleen"}
+    loaded, info = load_exported(folder)
+    assert info["schema_version"] == 2 and isinstance(loaded, torch.nn.Module)
+    # a schema-1 SAM2-style config key the builder no longer takes is dropped, not an error
+    data["model"]["config"]["freeze_image_encoder"] = True
+    (folder / "model.json").write_text(json.dumps(data))
+    load_exported(folder)
+    data["schema_version"] = 2
+    (folder / "model.json").write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="freeze_image_encoder"):
+        load_exported(folder)  # in the current schema an unknown key is an error again
+    with pytest.raises(ModelError, match="schema_version 7"):
+        ModelExport.from_json({**data, "schema_version": 7})

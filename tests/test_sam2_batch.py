@@ -161,3 +161,8 @@ def test_predict_takes_a_renamed_bare_checkpoint_with_image_size(cohort: Path, t
                                    "--prompt-mask", str(cohort / "masks" / "ct0.nii.gz"), "--config", "large",
                                    "--image-size", "256", "--device", "cpu"])
     assert res.exit_code != 0  # the tensors do not fit the asked architecture
+    from medseg.batch import run_batch
+
+    result = run_batch(ckpt, cohort / "images", tmp_path / "batch", prompt_masks=cohort / "masks", sam_mode="slices",
+                       image_size=256, device="cpu", report=False)
+    assert [r["status"] for r in result.records] == ["ok", "ok"], [r.get("error") for r in result.records]

@@ -340,23 +340,13 @@ def _check_options(model: str | os.PathLike[str], out: Path, *, push: bool, resu
 
 def _result_key(model: str | os.PathLike[str], out: Path, batch_options: Mapping[str, Any]) -> str:
     """The ``result_key`` run_batch gives this run's records (same model weights and settings), so that
-    resume skips (and does not refetch) only series that run_batch would skip too.
-
-    Mirrors run_batch's WorkerConfig; a ``worker_config()`` helper in the runner would make this one call.
-    """
+    resume skips (and does not refetch) only series that run_batch would skip too."""
     import inspect
 
-    from medseg.batch.worker import WorkerConfig, result_key
+    from medseg.batch.runner import worker_config
 
-    opts = {k: p.default for k, p in inspect.signature(run_batch).parameters.items()
-            if p.default is not inspect.Parameter.empty}
-    opts.update(batch_options)
-    prompt_model = opts.get("prompt_model")
-    config = WorkerConfig(model=str(Path(model).resolve()), output_dir=str(out.resolve()),
-                          formats=tuple(opts["formats"]), device=opts.get("device"), tta=bool(opts.get("tta")),
-                          prompt_model=str(Path(prompt_model).resolve()) if prompt_model else None,
-                          prompt_kind=opts.get("prompt_kind", "box"), sam_mode=opts.get("sam_mode", "propagate"))
-    return result_key(config)
+    accepted = set(inspect.signature(worker_config).parameters) - {"model", "output_dir"}
+    return worker_config(model, out, **{k: v for k, v in batch_options.items() if k in accepted}).result_key
 
 
 def _fetch_all(client: Any, todo: Sequence[Any], cache: Path) -> tuple[list[str], list[dict[str, Any]], float]:

@@ -86,6 +86,37 @@ def _check_model(model: Path, prompt_model: Path | None, prompt_masks: Path | No
     return read_info(model)
 
 
+def worker_config(
+    model: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    *,
+    input_dir: str | os.PathLike[str] | None = None,
+    workers: int = 1,
+    formats: Sequence[str] = ("nifti", "dicomseg"),
+    device: str | None = None,
+    tta: bool = False,
+    reference_dir: str | os.PathLike[str] | None = None,
+    prompt_model: str | os.PathLike[str] | None = None,
+    prompt_masks: str | os.PathLike[str] | None = None,
+    prompt_kind: str = "box",
+    sam_mode: str = "propagate",
+    sam_config: str | None = None,
+    image_size: int | None = None,
+) -> WorkerConfig:
+    """The :class:`WorkerConfig` (absolute paths, threads per worker, ``result_key``) of a batch run."""
+    def absolute(p: str | os.PathLike[str] | None) -> str | None:
+        return str(Path(p).resolve()) if p else None
+
+    config = WorkerConfig(
+        model=str(Path(model).resolve()), output_dir=str(Path(output_dir).resolve()), formats=tuple(formats),
+        device=device, tta=tta, reference_dir=absolute(reference_dir), input_dir=absolute(input_dir),
+        threads=max(1, (os.cpu_count() or 1) // max(1, workers)), prompt_model=absolute(prompt_model),
+        prompt_masks=absolute(prompt_masks), prompt_kind=prompt_kind, sam_mode=sam_mode, sam_config=sam_config,
+        image_size=image_size,
+    )
+    return dataclasses.replace(config, result_key=result_key(config))
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -112,6 +143,8 @@ def run_batch(
     prompt_masks: str | os.PathLike[str] | None = None,
     prompt_kind: str = "box",
     sam_mode: str = "propagate",
+    sam_config: str | None = None,
+    image_size: int | None = None,
 ) -> BatchResult:
     """Segment every study under ``input_dir`` with ``model``; write outputs and the manifest to ``output_dir``.
 
@@ -136,6 +169,8 @@ def run_batch(
         prompt_masks: with a SAM2 ``model``: folder of per-study prompt label maps (named like references).
         prompt_kind: ``box``, ``points``, ``box+points`` or ``mask`` (prompts derived from the label map).
         sam_mode: ``propagate`` or ``slices`` (SAM2 only).
+        sam_config, image_size: architecture and input size of a bare SAM2 checkpoint
+            (default: read from the checkpoint).
 
     Raises:
         ConfigError: bad options, or an output folder holding a previous run's
@@ -163,15 +198,9 @@ def run_batch(
     if not studies:
         raise InputError(f"{input_dir}: no DICOM series and no NIfTI/NRRD/MHA files found")
     out.mkdir(parents=True, exist_ok=True)
-    config = WorkerConfig(
-        model=str(model_path.resolve()), output_dir=str(out.resolve()), formats=tuple(formats), device=device,
-        tta=tta, reference_dir=str(Path(reference_dir).resolve()) if reference_dir else None,
-        input_dir=str(Path(input_dir).resolve()), threads=max(1, (os.cpu_count() or 1) // workers),
-        prompt_model=str(Path(prompt_model).resolve()) if prompt_model else None,
-        prompt_masks=str(Path(prompt_masks).resolve()) if prompt_masks else None,
-        prompt_kind=prompt_kind, sam_mode=sam_mode,
-    )
-    config = dataclasses.replace(config, result_key=result_key(config))
+    config = worker_config(model_path, out, input_dir=input_dir, workers=workers, formats=formats, device=device,
+                           tta=tta, reference_dir=reference_dir, prompt_model=prompt_model, prompt_masks=prompt_masks,
+                           prompt_kind=prompt_kind, sam_mode=sam_mode, sam_config=sam_config, image_size=image_size)
     done, _ = plan_resume([s.study_id for s in studies], out, result_key=config.result_key) if resume else (set(), [])
     todo = [s for s in studies if s.study_id not in done]
     info: dict[str, Any] = {

@@ -8,7 +8,9 @@ from typing import Any, Optional
 
 import typer
 
-from medseg.cli.predict_cmd import PROMPT_KIND_OPTION, PROMPT_MODEL_OPTION, SAM_MODE_OPTION
+from medseg.cli.predict_cmd import (
+    IMAGE_SIZE_OPTION, PROMPT_KIND_OPTION, PROMPT_MODEL_OPTION, SAM_CONFIG_OPTION, SAM_MODE_OPTION,
+)
 from medseg.cli.vocabulary import (
     INPUT_NAMES, OUTPUT_NAMES, hidden_argument, hidden_option, input_option, output_option, pick,
 )
@@ -54,6 +56,8 @@ def batch(
         None, "--prompt-masks", help="SAM2 --model only: folder of per-study prompt label maps (named like references)."),
     prompt_kind: str = PROMPT_KIND_OPTION,
     sam_mode: str = SAM_MODE_OPTION,
+    sam_config: Optional[str] = SAM_CONFIG_OPTION,
+    image_size: Optional[int] = IMAGE_SIZE_OPTION,
     dry_run: bool = typer.Option(False, "--dry-run", help="List the studies found (with --pacs: the series) and exit."),
     as_json: bool = typer.Option(False, "--json", help="With --dry-run: print JSON."),
     pacs: Optional[str] = typer.Option(
@@ -97,7 +101,7 @@ def batch(
     options = dict(workers=workers, backend=backend, scheduler=scheduler, resume=resume, reference_dir=reference,
                    formats=[f.strip() for f in formats.split(",") if f.strip()], device=device, tta=tta,
                    max_retries=max_retries, prompt_model=prompt_model, prompt_masks=prompt_masks,
-                   prompt_kind=prompt_kind, sam_mode=sam_mode)
+                   prompt_kind=prompt_kind, sam_mode=sam_mode, sam_config=sam_config, image_size=image_size)
     if pacs is not None:
         _pacs_batch(console, model, pacs, output, where=where, series=series, series_file=series_file, push=push,
                     max_series=max_series, keep_cache=keep_cache, auth=auth, auth_file=auth_file,
