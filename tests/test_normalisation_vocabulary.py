@@ -59,6 +59,8 @@ def test_sam2_windowing_is_the_vocabulary():
     pre = Preprocess(mode="auto", window="liver")
     np.testing.assert_array_equal(scale_volume(ct, pre), normalize_intensity(ct.array, pre.normalization(ct)))
     assert pre.normalization(ct)["kind"] == "window"
+    liver = Volume(np.array([-20.0, 60.0, 140.0, 500.0], np.float32).reshape(1, 1, 4), np.eye(4), meta={"modality": "CT"})
+    assert scale_volume(liver, pre).ravel().tolist() == [0.0, 127.5, 255.0, 255.0]  # liver window 60 +- 80 HU
     mr = Volume(ct.array + 1000, np.eye(4), meta={"modality": "MR"})
     assert pre.normalization(mr)["kind"] == "percentile_window"
     assert {"ct", "zscore", "none", "scale", "imagenet", "window", "percentile_window"} <= set(NORMALIZATION_KINDS)
@@ -75,3 +77,8 @@ def test_one_function_behind_every_caller():
     x = np.arange(12, dtype=np.uint8).reshape(2, 2, 3)
     np.testing.assert_array_equal(images.normalize_image(x, {"kind": "zscore"}),
                                   intensity.normalize_channels(x, {"kind": "zscore"}, channel_axis=-1))
+    # the volume meaning, per channel: channel 0 holds 0, 3, 6, 9 -> stats of 3, 6, 9 (nonzero), clipped at
+    # their 0.5/99.5 percentiles (3.03, 8.97): mean 6, std sqrt(((2.97)**2 * 2) / 3)
+    z = images.normalize_image(x, {"kind": "zscore"})[..., 0].ravel()
+    std = np.sqrt(2 * 2.97 ** 2 / 3)
+    np.testing.assert_allclose(z, (np.clip([0, 3, 6, 9], 3.03, 8.97) - 6) / std, rtol=1e-5)

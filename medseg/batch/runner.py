@@ -78,12 +78,11 @@ def _check_model(model: Path, prompt_model: Path | None, prompt_masks: Path | No
 
     if prompt_masks is not None and not prompt_masks.is_dir():
         raise ConfigError(f"--prompt-masks {prompt_masks}: not a folder")
-    if check_prompt_sources([model], prompt_model=prompt_model, prompt_labels_given=prompt_masks is not None):
-        try:
-            return read_info(model)
-        except InputError:  # a bare SAM2 checkpoint file (e.g. Meta's sam2.1_hiera_tiny.pt)
-            return {}
-    return read_info(model)
+    check_prompt_sources([model], prompt_model=prompt_model, prompt_labels_given=prompt_masks is not None)
+    try:
+        return read_info(model)
+    except InputError:  # a bare SAM2 checkpoint file or a raw nnU-Net model folder: no model.json
+        return {}
 
 
 def worker_config(

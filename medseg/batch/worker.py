@@ -83,17 +83,28 @@ class WorkerConfig:
 _TIMING_KEYS = {"nifti": "write_nifti", "dicomseg": "write_dicomseg", "overlay": "overlay"}
 
 def _weights_sha256(path: str | None) -> str:
-    """SHA-256 of a model's weights as its ``model.json`` records it (a bare checkpoint: of the file)."""
+    """What identifies a model's results: an export's recorded weights hash together with its model
+    section (a model set's members and their hashes live there); a bare checkpoint file's SHA-256;
+    for a folder without ``model.json`` (a raw nnU-Net model folder), the hashes of its files."""
     if path is None:
         return ""
+    import hashlib
+    import json
+
     from medseg.errors import InputError
     from medseg.io.atomic import sha256_file
     from medseg.models.export import read_info
 
     try:
-        return str(read_info(path).get("sha256", ""))
+        info = read_info(path)
+        return hashlib.sha256(json.dumps({"sha256": info.get("sha256", ""), "model": info["model"]},
+                                         sort_keys=True).encode()).hexdigest()
     except InputError:
-        return sha256_file(path) if Path(path).is_file() else ""
+        p = Path(path)
+        if p.is_file():
+            return sha256_file(p)
+        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in (".pth", ".pt", ".json"))
+        return hashlib.sha256("".join(f"{f.relative_to(p)}:{sha256_file(f)};" for f in files).encode()).hexdigest()
 
 
 def result_key(config: WorkerConfig) -> str:

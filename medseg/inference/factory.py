@@ -64,7 +64,7 @@ def imported_family(path: PathLike) -> str | None:
         return "nnunet"
     try:
         name = read_export(p).name
-    except Exception:  # not an export: medseg's own checks report it
+    except InputError:  # not an export folder: medseg's own checks report it
         return None
     return name if name in IMPORTED_FAMILIES else None
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.errors import ConfigError
+from medseg.errors import ConfigError, InputError, ModelError
 from medseg.volume import Volume
 
 PathLike = str | os.PathLike[str]
@@ -90,11 +90,18 @@ class ModelSet:
 
         export = read_export(path)
         members = [load_segmenter(m["path"], device=device, tta=tta) for m in export.config["members"]]
+        for recorded, member in zip(export.config["members"], members):
+            if recorded.get("model_sha256") and recorded["model_sha256"] != member.model_sha256:
+                raise ModelError(f"{path}: member {recorded['path']} changed since the model set was made "
+                                 "(other weights); make the set again with `medseg import model-set`")
         maps = [{int(k): int(v) for k, v in m["labels"].items()} for m in export.config["members"]]
         return cls(members, maps, overlap=export.config.get("overlap", "first"), label_names=export.labels)
 
     def predict(self, volume: Volume, **options: Any) -> Volume:
         """The merged label map on ``volume``'s grid (``uint8``, ``uint16`` beyond 255 labels)."""
+        if options.get("return_probabilities"):
+            raise InputError("a model set writes labels only (no class probabilities)")
+        options.pop("return_probabilities", None)
         t0 = time.perf_counter()
         dtype = np.uint8 if max(self.label_names) < 256 else np.uint16
         out = np.zeros(volume.spatial_shape, dtype=dtype)

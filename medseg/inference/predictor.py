@@ -125,7 +125,7 @@ class Predictor:
         for p in paths:
             if read_info(p)["inference"].get("mode") == "prompted":
                 raise ModelError(f"{p} is a promptable SAM2 model: segment with medseg.inference.factory.load_segmenter "
-                                 "(prompt model or prompt label maps), medseg.sam.Sam2Refiner or `medseg sam2 segment`")
+                                 "(prompt model or prompt label maps), medseg.inference.sam2.Sam2Refiner or `medseg sam2 segment`")
             model, info = load_exported(p, device=device)
             models.append(model)
             infos.append(info)

@@ -76,7 +76,8 @@ def parse_where(where: Mapping[str, str] | Iterable[str] | None) -> dict[str, st
 def _split(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise PacsError(f"--where must be KEY=VALUE (e.g. Modality=CT), got {text.split('=')[0][:40]!r}...")
+        raise PacsError("--where must be KEY=VALUE (e.g. Modality=CT); the value given is not shown (it may be "
+                        "patient data)")
     return key, value
 
 

@@ -293,8 +293,9 @@ def write_dicom_seg(
                      series_description=series_description, series_number=series_number,
                      algorithm_name=algorithm_name, omit_empty=omit_empty)
     except (ValueError, TypeError, AttributeError) as exc:
+        # highdicom's message can quote attribute values (patient data): only its type is reported
         raise InputError(f"{out}: highdicom cannot build the SEG from {len(table['frames'])} source frame(s) "
-                         f"of {first_file}: {exc}") from exc
+                         f"of {first_file} ({type(exc).__name__})") from exc
     _reference_sources(seg, table, str(header.SeriesInstanceUID))
     with atomic_path(out) as tmp:
         seg.save_as(str(tmp))

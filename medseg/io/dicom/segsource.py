@@ -133,7 +133,9 @@ def fill_type2(ds: Any, path: Path) -> None:
         value = ds.get(keyword)
         text = "" if value is None else str(value).strip()
         if pattern is not None and text and not pattern.fullmatch(text):
-            log.warning("%s: %s %r is not a valid value; written empty in the DICOM-SEG", path, keyword, text)
+            # the value itself is never logged: it may be a patient's data
+            log.warning("%s: %s is not a valid %s value; written empty in the DICOM-SEG", path, keyword,
+                        "date" if keyword.endswith("Date") else "DICOM")
             text = ""
         if value is None or not text or pattern is not None:
             setattr(ds, keyword, text)
