@@ -9,7 +9,14 @@ machine allows it, Orthanc runs in a loopback-only network namespace reached thr
 forwarder thread in this process (the same path for every method). dicomweb-client is used
 only when it is installed (``pip install dicomweb-client``); the table says so.
 
-Usage: python benchmarks/pacs.py [--slices 300] [--repeats 3] [--keep DIR]
+End to end (``--e2e-series 8``): that many small CT phantom series (``--e2e-shape 128,128,64``,
+one study each) uploaded to a fresh local Orthanc, then :func:`medseg.batch.pacs_source.run_pacs_batch`
+query -> fetch -> segment (a small random U-Net export) -> STOW-RS push of each DICOM-SEG
+(verified by QIDO), with 1 and 2 workers (``--e2e-workers 1,2``); the sources are uploaded
+again before each run so that every run pushes into a PACS without SEGs. No HTML report.
+
+Usage: python benchmarks/pacs.py [--only all|fetch|e2e] [--slices 300] [--repeats 3] [--e2e-series 8]
+       [--e2e-shape 128,128,64] [--e2e-workers 1,2] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -79,19 +86,88 @@ def run(method: str, url: str, study: str, series: str, out: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def end_to_end(work: Path, n_series: int, shape: tuple[int, int, int], worker_counts: list[int]) -> None:
+    """query -> fetch -> segment -> push of ``n_series`` CT series, once per worker count; prints a table."""
+    from medseg.batch.pacs_source import run_pacs_batch
+    from medseg.data.dicom_writer import write_dicom_series
+    from medseg.data.phantom import make_phantom
+    from medseg.pacs.client import PacsClient
+    from medseg.pacs.orthanc import LocalOrthanc
+    from medseg.pacs.query import query_series
+    from medseg.testing import make_random_export
+
+    files: list[Path] = []
+    for i in range(n_series):
+        image, _ = make_phantom(shape, (1.5, 1.5, 2.5), seed=100 + i)
+        files += write_dicom_series(image, work / "e2e_source" / f"s{i}", seed=100 + i, patient_id=f"BENCH{i:03d}",
+                                    patient_name="Bench^Phantom")
+    size_mb = sum(f.stat().st_size for f in files) / 1e6
+    model = make_random_export(work / "e2e_model")
+    os.environ["MEDSEG_PACS_USER"], os.environ["MEDSEG_PACS_PASSWORD"] = USER, PASSWORD
+    rows = []
+    with LocalOrthanc(work / "e2e_orthanc", user=USER, password=PASSWORD) as orthanc:
+        where = "loopback-only network namespace + forwarder" if orthanc.netns else "host loopback"
+        for workers in worker_counts:
+            orthanc.clear()
+            t = time.perf_counter()
+            orthanc.upload(*files)
+            upload_s = time.perf_counter() - t
+            out = work / f"e2e_out_w{workers}"
+            shutil.rmtree(out, ignore_errors=True)
+            load_before = _load()
+            with PacsClient(orthanc.dicomweb_url, auth="basic") as client:
+                t = time.perf_counter()
+                result = run_pacs_batch(model, client, out, where=["Modality=CT"], push=True, workers=workers,
+                                        report=False, max_series=n_series)
+                seconds = time.perf_counter() - t
+                segs = len(query_series(client, where=["Modality=SEG"]))
+            info = json.loads((out / "run.json").read_text())["pacs"]
+            per = [r.get("timings_s") or {} for r in result.records]
+            rows.append({
+                "workers": workers, "ok": result.count("ok"), "pushed": info["pushed"], "segs_listed": segs,
+                "seconds": seconds, "fetch_s": info["fetch_s"],
+                "model_load_s": sum(p.get("model_load", 0.0) for p in per),
+                "predict_s": sum(p.get("predict", 0.0) for p in per), "upload_s": upload_s,
+                "load_before": load_before, "load_after": _load()})
+    print(f"\nend to end: {n_series} CT series of {shape[0]} x {shape[1]} x {shape[2]} ({size_mb:.1f} MB), one study "
+          f"each; Orthanc {where}; random unet3d export (medseg.testing.make_random_export); "
+          f"query -> fetch -> segment -> push (STOW-RS + QIDO check); {os.cpu_count()} CPUs")
+    print(f"{'workers':>7}{'ok':>4}{'pushed':>7}{'SEG listed':>11}{'seconds':>9}{'series/min':>11}{'fetch s':>8}"
+          f"{'model load s':>13}{'predict s':>10}   load avg before -> after (1/5/15 min)")
+    for r in rows:
+        print(f"{r['workers']:>7}{r['ok']:>4}{r['pushed']:>7}{r['segs_listed']:>11}{r['seconds']:>9.1f}"
+              f"{60 * r['ok'] / r['seconds']:>11.1f}{r['fetch_s']:>8.1f}{r['model_load_s']:>13.1f}"
+              f"{r['predict_s']:>10.1f}   {r['load_before']} -> {r['load_after']}")
+    print("(fetch s: the sequential fetch of all series before segmentation; model load s and predict s: sums over "
+          "series, per worker process)")
+
+
 def main() -> None:
     import pydicom
 
     from medseg.pacs.orthanc import LocalOrthanc
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", choices=["all", "fetch", "e2e"], default="all")
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--e2e-series", type=int, default=8)
+    parser.add_argument("--e2e-shape", default="128,128,64")
+    parser.add_argument("--e2e-workers", default="1,2")
     parser.add_argument("--keep", type=Path, default=None)
     args = parser.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="medseg-bench-pacs-"))
     load_before = os.getloadavg()
     try:
+        if args.only == "e2e":
+            end_to_end(work, args.e2e_series, tuple(int(v) for v in args.e2e_shape.split(",")),  # type: ignore[arg-type]
+                       [int(v) for v in args.e2e_workers.split(",")])
+            return
         files = make_series(work / "source", args.slices)
         size_mb = sum(f.stat().st_size for f in files) / 1e6
         header = pydicom.dcmread(files[0], stop_before_pixels=True)
@@ -130,6 +206,9 @@ def main() -> None:
             label = "medseg fetch_series (to disk)" if m == "medseg" else f"dicomweb-client {m}"
             print(f"{label:<34}{rs[0]['instances']:>10}{secs[0]:>9.2f}{secs[len(secs) // 2]:>10.2f}{peak:>9.0f}"
                   f"{base:>10.0f}{peak - base:>15.0f}{secs[0] / best_medseg:>14.2f}")
+        if args.only == "all":
+            end_to_end(work, args.e2e_series, tuple(int(v) for v in args.e2e_shape.split(",")),  # type: ignore[arg-type]
+                       [int(v) for v in args.e2e_workers.split(",")])
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
