@@ -82,3 +82,26 @@ def test_one_function_behind_every_caller():
     z = images.normalize_image(x, {"kind": "zscore"})[..., 0].ravel()
     std = np.sqrt(2 * 2.97 ** 2 / 3)
     np.testing.assert_allclose(z, (np.clip([0, 3, 6, 9], 3.03, 8.97) - 6) / std, rtol=1e-5)
+
+
+def test_a_real_scanner_mr_slice_is_normalised_identically_by_both_predictors(mri_unet2d_export, tmp_path):
+    """The same check on a slice of a real Siemens MR series (../shared/data), not on data this project made."""
+    from medseg.inference import Predictor
+    from medseg.inference.images import normalize_image
+    from medseg.io import load
+    from medseg.io.images import read_image
+    from medseg.models.export import read_info
+    from medseg.volume import Volume
+
+    series = Path(__file__).resolve().parents[2] / "shared" / "data" / "dcm_qa_decubitus" / "In" / "HFS"
+    if not series.is_dir():
+        pytest.skip(f"{series} is not here")
+    mr = load(series)
+    slice_ = np.ascontiguousarray(mr.array[:, :, mr.spatial_shape[2] // 2]).astype(np.uint16)
+    assert (slice_ == 0).any() and slice_.max() > 100  # real background and anatomy
+    Image.fromarray(slice_).save(tmp_path / "mr.png")
+    spec = read_info(mri_unet2d_export)["preprocessing"]["normalization"]
+    by_images = normalize_image(read_image(tmp_path / "mr.png"), spec)[..., 0]
+    volume = Volume(slice_.astype(np.float32)[:, :, None], np.eye(4), meta={"modality": "MR"})
+    by_volumes = Predictor.from_run(mri_unet2d_export, device="cpu")._preprocess(volume).array[:, :, 0]
+    np.testing.assert_allclose(by_images, by_volumes, rtol=1e-6, atol=1e-6)
