@@ -345,3 +345,27 @@ def test_plans_naming_a_foreign_class_are_refused():
     cfg["architecture"]["arch_kwargs"]["nonlin"] = "subprocess.Popen"
     with pytest.raises(ModelError, match="subprocess.Popen"):
         build_network(cfg, dataset({"background": 0, "a": 1}))
+
+
+@pytest.mark.parametrize("grid, shape, current, new", [
+    ((10, 12, 9), (23, 30, 17), (1.0, 1.0, 1.0), (0.45, 0.4, 0.5)),   # upsampling
+    ((20, 16, 16), (9, 40, 33), (1.0, 1.0, 1.0), (2.1, 0.4, 0.5)),    # mixed
+    ((8, 20, 20), (30, 50, 45), (5.0, 1.0, 1.0), (1.3, 0.4, 0.45)),   # anisotropic: nearest along z
+    ((12, 20, 20), (24, 20, 40), (2.0, 1.0, 1.0), (1.0, 1.0, 0.5)),   # exact halves: order-0 ties
+])
+def test_linear_labels_equal_the_channel_by_channel_argmax(grid, shape, current, new):
+    """The band-only export (linear_labels) gives the argmax of every channel resampled in full."""
+    from scipy import ndimage
+
+    from medseg.inference.nnunet import linear_labels, resample_channel
+
+    rng = np.random.default_rng(0)
+    blocks = ndimage.zoom(rng.integers(0, 5, (4, 4, 4)), [g / 4 for g in grid], order=0)
+    logits = rng.normal(0, 0.5, (6, *grid)).astype(np.float32)
+    for c in range(6):
+        logits[c] += 2.5 * (blocks == c)
+    full = np.stack([resample_channel(logits[c], shape, current, new, order=1, order_z=0) for c in range(6)])
+    fast = linear_labels(logits, shape, current, new, order=1, order_z=0)
+    assert fast.shape == tuple(shape)
+    np.testing.assert_array_equal(fast, full.argmax(0))
+    assert linear_labels(logits, shape, current, new, order=3, order_z=0) is None  # cubic: not a convex mix

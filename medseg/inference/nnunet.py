@@ -13,11 +13,13 @@ the same dtypes so that probabilities agree to float16 rounding:
 3. padding to the patch size, Gaussian-weighted sliding window (``tile_step_size``,
    sigma = patch/8) accumulating logits in float16, mirroring over the allowed axes,
    logits averaged over folds;
-4. logits resampled back to the cropped input grid *one channel at a time* (linear,
-   separate coarse axis as above), reduced to labels by a running argmax (softmax models)
-   or by painting ``regions_class_order`` where the sigmoid exceeds 0.5 (region models),
-   then un-cropped and transposed back. All classes at the input's resolution are held
-   only when probabilities are asked for.
+4. logits resampled back to the cropped input grid (linear, separate coarse axis as above)
+   and reduced to labels: for softmax models by :func:`linear_labels`, which takes the
+   model-grid argmax wherever the interpolation's whole 2x2x2 block agrees (exact for linear
+   resampling) and interpolates every channel only in the band where it does not; for region
+   models (and probabilities) *one channel at a time*, painting ``regions_class_order`` where
+   the sigmoid exceeds 0.5. Then un-cropped and transposed back. All classes at the input's
+   resolution are held only when probabilities are asked for.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
 ANISO_THRESHOLD = 3.0  # nnU-Net's: spacing max/min above this resamples the coarse axis separately
+CHUNK_VOXELS = 1 << 20  # boundary voxels whose every channel is interpolated at once (x channels x 4 bytes)
 
 
 # -- preprocessing -----------------------------------------------------------------------
@@ -148,6 +151,81 @@ def resample_channel(image: np.ndarray, shape: Sequence[int], current: Sequence[
     for a in range(3):
         grids[a] = here.shape[a] / shape[a] * (grids[a] + 0.5) - 0.5
     return map_coordinates(here, grids, order=order_z, mode="nearest")
+
+
+def _axis_taps(n_in: int, n_out: int, linear: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Input taps ``(low, high, weight of high)`` of each output index along one axis, as
+    :func:`_resize` (``ndimage.zoom``, ``grid_mode=True``, ``mode="nearest"``) or, for a nearest
+    axis, the order-0 ``map_coordinates`` of :func:`resample_channel` compute them."""
+    from scipy.ndimage import map_coordinates
+
+    coords = n_in / n_out * (np.arange(n_out) + 0.5) - 0.5
+    if n_in == n_out:
+        idx = np.arange(n_out)
+        return idx, idx, np.zeros(n_out)
+    if not linear:  # the index order-0 interpolation picks, taken from scipy itself (its rounding of ties)
+        idx = map_coordinates(np.arange(n_in, dtype=float), coords[None], order=0, mode="nearest").astype(np.int64)
+        return idx, idx, np.zeros(n_out)
+    low = np.floor(coords)
+    weight = coords - low
+    low_i = np.clip(low.astype(np.int64), 0, n_in - 1)
+    high_i = np.clip(low.astype(np.int64) + 1, 0, n_in - 1)
+    return low_i, high_i, weight
+
+
+def linear_labels(logits: np.ndarray, shape: Sequence[int], current: Sequence[float], new: Sequence[float], *,
+                  order: int, order_z: int, force_separate_z: bool | None = None) -> np.ndarray | None:
+    """The argmax over channels of ``logits [C, *grid]`` resampled to ``shape`` by
+    :func:`resample_channel`, without resampling every channel at full size; ``None`` when the
+    resampling is not piecewise linear (``order`` or ``order_z`` above 1), where this does not hold.
+
+    Linear (and nearest) resampling makes each output value a convex combination of a 2x2x2
+    block of input values, with the same weights for every channel. Where every voxel of the block
+    has the same argmax ``c``, ``c`` stays the argmax of any convex combination, so those output
+    voxels take it directly; only voxels whose block mixes labels (a band along the boundaries) get
+    every channel interpolated, with the weights of :func:`resample_channel`. The result equals the
+    channel-by-channel path up to float rounding at exact ties.
+    """
+    from scipy import ndimage
+
+    if order > 1 or order_z > 1:
+        return None
+    shape = [int(n) for n in shape]
+    grid = logits.shape[1:]
+    axis = separate_axis(current, new, force_separate_z)
+    taps = [_axis_taps(grid[a], shape[a], linear=(order == 1) if a != axis else (order_z == 1)) for a in range(3)]
+    labels = logits.argmax(0)
+    # a block is uniform when its lowest and highest label agree; block = voxel and its +1 neighbour on
+    # each axis where the taps are two apart
+    size = [2 if not np.array_equal(t[0], t[1]) else 1 for t in taps]
+    origin = [-1 if n == 2 else 0 for n in size]
+    high = ndimage.maximum_filter(labels, size=size, origin=origin, mode="nearest")
+    low = ndimage.minimum_filter(labels, size=size, origin=origin, mode="nearest")
+    uniform = high == low
+
+    def gather(volume: np.ndarray) -> np.ndarray:  # volume[low taps] at every output voxel, axis by axis
+        return volume.take(taps[0][0], 0).take(taps[1][0], 1).take(taps[2][0], 2)
+
+    out = gather(labels).astype(np.uint16 if logits.shape[0] > 255 else np.uint8)
+    todo = np.flatnonzero(~gather(uniform))
+    flat_logits = logits.reshape(logits.shape[0], -1)
+    strides = (grid[1] * grid[2], grid[2], 1)
+    for start in range(0, todo.size, CHUNK_VOXELS):  # bounded memory: CHUNK_VOXELS x channels at a time
+        where = np.unravel_index(todo[start:start + CHUNK_VOXELS], shape)
+        total = np.zeros((logits.shape[0], where[0].size), dtype=np.float32)
+        for corner in itertools.product((0, 1), repeat=3):
+            weight = np.ones(where[0].size, dtype=np.float32)
+            flat = np.zeros(where[0].size, dtype=np.int64)
+            for a, bit in enumerate(corner):
+                lo, hi, w = taps[a]
+                j = where[a]
+                weight *= (w[j] if bit else 1 - w[j]).astype(np.float32)
+                flat += (hi[j] if bit else lo[j]) * strides[a]
+            if not weight.any():
+                continue
+            total += np.take(flat_logits, flat, axis=1) * weight
+        out.reshape(-1)[todo[start:start + CHUNK_VOXELS]] = total.argmax(0)
+    return out
 
 
 def _fn_kwargs(config: dict[str, Any], key: str) -> dict[str, Any]:
@@ -379,7 +457,12 @@ class NnunetSegmenter:
         best = None
         probs = np.zeros((logits.shape[0], *pre.cropped_shape), dtype=np.float16) if probabilities else None
         logits_np = logits.numpy()
-        for c in range(logits.shape[0]):
+        fast = None
+        if probs is None and self.layout.regions is None:  # labels only: boundary voxels get every channel
+            fast = linear_labels(logits_np, pre.cropped_shape, current, pre.original_spacing, **kw)
+        if fast is not None:
+            seg = values.astype(dtype)[fast]
+        for c in range(logits.shape[0] if fast is None else 0):
             channel = logits_np[c]
             if tuple(channel.shape) != tuple(pre.cropped_shape):
                 channel = resample_channel(channel, pre.cropped_shape, current, pre.original_spacing, **kw)
@@ -446,5 +529,5 @@ def torch_flip(x: Any, dims: Sequence[int]) -> Any:
     return torch.flip(x, dims)
 
 
-__all__ = ["NnunetSegmenter", "preprocess", "to_nnunet_axes", "resample_channel", "separate_axis", "window_starts",
+__all__ = ["NnunetSegmenter", "linear_labels", "preprocess", "to_nnunet_axes", "resample_channel", "separate_axis", "window_starts",
            "gaussian_weights", "nonzero_bbox"]
