@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[list[str], list[str], set[str]]] = {
     "import nnunet": (["-i", A, "-o", B], [A, "--out", B], {A, B}),
     "import monai-bundle": (["-i", A, "-o", B], [A, "--out", B], {A, B}),
     "import model-set": ([A, R, "-o", B], [A, R, "--out", B], {B}),
+    "convert-images": (["-i", A, "-o", B], ["--input", A, "--output", B], {A, B}),
 }
 WITHOUT_FILES = {"sam2 configs", "pacs ping", "pacs query"}  # no file input or output
 HIDDEN = {"--out", "--mask"}

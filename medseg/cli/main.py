@@ -23,6 +23,7 @@ app = typer.Typer(
 COMMAND_MODULES: tuple[str, ...] = (
     "io_cmds", "batch_cmds", "phantom_cmds", "predict_cmd", "evaluate_cmd", "train_cmds", "sam_cmds", "general_cmds",
     "pacs_cmds", "import_cmds",
+    "convert_cmds",
 )
 
 
