@@ -334,6 +334,16 @@ def test_label_spec_is_a_fast_lookup() -> None:
     assert np.array_equal(out, expected)
 
 
+def test_ade20k_names_from_the_devkit_text_table(tmp_path: Path) -> None:
+    root = make_ade20k(tmp_path / "ade")
+    rows = ["Idx\tRatio\tTrain\tVal\tName"] + [f"{i}\t0.01\t10\t2\tname{i}, synonym" for i in range(1, 151)]
+    (root / "ADEChallengeData2016" / "objectInfo150.txt").write_text("\n".join(rows) + "\n")
+    assert load_image_dataset(root).labels.names[1] == "name2"
+    (root / "ADEChallengeData2016" / "objectInfo150.txt").write_text("\n".join(rows[:50]) + "\n")
+    with pytest.raises(InputError, match="objectInfo150.txt: expected 150 rows"):
+        load_image_dataset(root)
+
+
 def test_label_block_overrides_the_layout(tmp_path: Path) -> None:
     root = make_ade20k(tmp_path / "ade", names_file=True)
     ds = load_image_dataset(root)
