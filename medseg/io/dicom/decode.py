@@ -194,20 +194,24 @@ def _decode_file(path: Path, frames: Sequence[FrameHeader]) -> tuple[dict[int | 
         raise InputError(f"{path}: cannot read DICOM file ({type(exc).__name__}: {exc})") from exc
     photometric = first.photometric.upper()
     lut = bool(first.extra.get("modality_lut"))
+    complete = _check_extent(path, first)
     with _held_pydicom_log(path):
         try:
-            arr = ds.pixel_array
+            arr = _pixel_array(ds)
             if photometric == "PALETTE COLOR":
                 from pydicom.pixels import apply_color_lut
 
                 arr = apply_color_lut(arr, ds)
         except Exception as exc:  # pydicom raises many types for undecodable data
-            reason = " ".join(line.strip() for line in f"{type(exc).__name__}: {exc}".splitlines())
+            reason = " ".join(line.strip() for line in f"{type(exc).__name__}: {exc}".splitlines())[:300]
             if photometric == "PALETTE COLOR":
                 raise InputError(f"{path}: cannot apply the palette colour lookup table ({reason})") from exc
             if lut:
                 raise InputError(f"{path}: cannot decode pixel data ({ts_name}) to apply its Modality LUT "
                                  f"Sequence: {reason}") from exc
+            if not complete:
+                raise InputError(f"{path}: cannot decode pixel data ({ts_name}), the pixel data element is cut "
+                                 f"off (truncated file): {reason}") from exc
             fallback = _decode_with_sitk(path, first)
             if fallback is None:
                 raise InputError(f"{path}: cannot decode pixel data ({ts_name}): {reason}") from exc
@@ -226,6 +230,9 @@ def _decode_file(path: Path, frames: Sequence[FrameHeader]) -> tuple[dict[int | 
             arr = arr[0]
         if arr.ndim != 2:
             raise InputError(f"{path}: MOSAIC image decodes to shape {arr.shape}, expected 2D")
+        if arr.shape[0] < m * r or arr.shape[1] < m * c:
+            raise InputError(f"{path}: MOSAIC image decodes to {arr.shape[1]}x{arr.shape[0]} pixels, "
+                             f"fewer than {m}x{m} tiles of {c}x{r}")
         tiles = split_mosaic(arr, n_images, m, r, c)
         return {f.frame: tiles[f.frame or 0] for f in frames}, applied
     colour = first.samples_per_pixel > 1 or photometric == "PALETTE COLOR"
@@ -235,6 +242,41 @@ def _decode_file(path: Path, frames: Sequence[FrameHeader]) -> tuple[dict[int | 
     if tuple(arr.shape[:3]) != expected:
         raise InputError(f"{path}: decoded pixel data has shape {arr.shape}, header says {expected}")
     return {f.frame: arr[f.frame or 0] for f in frames}, applied
+
+
+def _pixel_array(ds: Any) -> np.ndarray:
+    """``ds.pixel_array``; a native decoder's panic (pylibjpeg-rle raises a Rust ``PanicException``,
+    a BaseException) becomes a ``RuntimeError`` so the callers' ``except Exception`` sees it."""
+    try:
+        return ds.pixel_array
+    except Exception:
+        raise
+    except BaseException as exc:
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+            raise
+        raise RuntimeError(f"decoder panicked ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
+
+
+def _check_extent(path: Path, first: FrameHeader) -> bool:
+    """Refuse, before decoding, frames the pixel data cannot hold; True when the element is complete."""
+    from medseg.io.dicom.extent import check_claimed_frames, pixel_extent
+
+    extent = None
+    if first.pixel_offset is not None:
+        ts = first.transfer_syntax
+        try:
+            extent = pixel_extent(path, first.pixel_offset, explicit_vr=ts != IMPLICIT_LE,
+                                  big_endian=ts == "1.2.840.10008.1.2.2")
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read file ({exc.strerror or type(exc).__name__})") from exc
+    n = 1 if "mosaic" in first.extra else first.number_of_frames
+    rows, cols = (first.rows, first.columns)
+    if "mosaic" in first.extra:
+        _, m, r, c = first.extra["mosaic"]
+        rows, cols = m * r, m * c
+    check_claimed_frames(path, extent, frames=n, rows=rows, columns=cols, samples=first.samples_per_pixel,
+                         bits_allocated=int(first.extra.get("bits_allocated", 16)), photometric=first.photometric)
+    return extent is None or extent.complete
 
 
 def _apply_modality_lut(path: Path, arr: np.ndarray, ds: Any) -> np.ndarray:
@@ -248,10 +290,22 @@ def _apply_modality_lut(path: Path, arr: np.ndarray, ds: Any) -> np.ndarray:
 
 
 def _decode_with_sitk(path: Path, first: FrameHeader) -> np.ndarray | None:
+    """The frames of ``path`` decoded by SimpleITK/GDCM, or None; only when SimpleITK's reading of the
+    header gives exactly the header's size (it pads missing frames with zeros otherwise)."""
     try:
         import SimpleITK as sitk
 
-        img = sitk.ReadImage(str(path))
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        size = tuple(reader.GetSize())
+        frames = 1 if "mosaic" in first.extra else first.number_of_frames
+        want = (first.columns, first.rows) if "mosaic" not in first.extra else None
+        if want is not None and (size[:2] != want or (size[2] if len(size) > 2 else 1) != frames):
+            log.debug("%s: SimpleITK reads size %s, the header says %s x %d frames: fallback refused",
+                      path, size, want, frames)
+            return None
+        img = reader.Execute()
         arr = sitk.GetArrayFromImage(img)
     except Exception:  # SimpleITK raises RuntimeError with GDCM's message
         return None

@@ -344,6 +344,10 @@ def frames_from_dataset(ds: Any, path: Path, pixel_offset: int | None, *, pixel_
     from medseg.io.dicom.mosaic import mosaic_count
 
     n_mosaic = mosaic_count(ds) if n_frames == 1 and "MOSAIC" in base["image_type"] else None
+    if base["rows"] <= 0 or base["columns"] <= 0:
+        raise InputError(f"{path}: image of {base['columns']}x{base['rows']} pixels (Rows and Columns must be positive)")
+    if n_frames > 1 or n_mosaic or "PerFrameFunctionalGroupsSequence" in ds:
+        _check_counts(ds, path, pixel_offset, n_frames, n_mosaic, base, pixel_info)
     if n_mosaic and iop is not None and ipp is not None and spacing is not None:
         from medseg.io.dicom.mosaic import mosaic_layout
 
@@ -408,6 +412,35 @@ def frames_from_dataset(ds: Any, path: Path, pixel_offset: int | None, *, pixel_
                         extra={"slice_thickness": f_thick, **f_info}, **base)  # type: ignore[arg-type]
         )
     return frames
+
+
+def _check_counts(ds: Any, path: Path, offset: int | None, n_frames: int, n_mosaic: int | None,
+                  base: dict[str, Any], pixel_info: dict[str, Any]) -> None:
+    """Refuse frame or tile counts that the pixel data cannot hold, before one header per frame is built."""
+    from medseg.io.dicom.extent import check_claimed_frames, frame_bytes, pixel_extent
+
+    rows, cols, spp = base["rows"], base["columns"], base["samples_per_pixel"]
+    if n_mosaic and n_mosaic > rows * cols:
+        raise InputError(f"{path}: NumberOfImagesInMosaic {n_mosaic} exceeds the {cols}x{rows} pixels of the mosaic")
+    ts = base["transfer_syntax"]
+    extent = None
+    if offset is not None and ts != DEFLATED:
+        try:
+            extent = pixel_extent(path, offset, explicit_vr=ts != "1.2.840.10008.1.2",
+                                  big_endian=ts == "1.2.840.10008.1.2.2")
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read file ({exc.strerror or type(exc).__name__})") from exc
+    else:  # no offset known: the file size still bounds what a native file can hold
+        size = os.stat(path).st_size
+        if ts in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2") and \
+                n_frames * frame_bytes(rows, cols, spp, pixel_info["bits_allocated"], base["photometric"]) > size:
+            raise InputError(f"{path}: NumberOfFrames {n_frames} of {cols}x{rows} pixels needs more bytes "
+                             f"than the file holds ({size})")
+    check_claimed_frames(path, extent, frames=n_frames, rows=rows, columns=cols, samples=spp,
+                         bits_allocated=pixel_info["bits_allocated"], photometric=base["photometric"])
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame is not None and n_frames > 1 and len(per_frame) not in (0, n_frames):
+        raise InputError(f"{path}: NumberOfFrames {n_frames} but {len(per_frame)} per-frame functional groups")
 
 
 @dataclass
