@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 INSTALLED := $(VENV)/.medseg-installed
-EXTRAS ?= dev,distributed,general,pacs
+EXTRAS ?= dev,distributed,general,pacs,yolo
 APT_PACKAGES := dcm2niix dicom3tools chromium orthanc orthanc-dicomweb
 # Tests and the demo never touch the network (model hubs, dataset downloads).
 export HF_HUB_OFFLINE := 1
@@ -33,6 +33,9 @@ $(INSTALLED): pyproject.toml | $(PY)
 	$(PIP) install -q -e '.[$(EXTRAS)]'
 	SAM2_BUILD_CUDA=0 $(PIP) install -q --no-build-isolation --no-deps 'sam2>=1.0'
 	$(PIP) install -q 'hydra-core>=1.3' 'iopath>=0.1.10'
+	# the official Cityscapes label table for tests/test_image_datasets.py; its own requirements (the
+	# obsolete typing backport, pyquaternion, ...) are not needed by cityscapesscripts.helpers.labels
+	$(PIP) install -q --no-deps 'cityscapesScripts>=2.2'
 	touch $(INSTALLED)
 
 install: $(INSTALLED)

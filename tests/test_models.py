@@ -57,6 +57,22 @@ def test_declared_multiple_is_what_the_network_takes(name):
         assert model(x).shape[2:] == x.shape[2:]
 
 
+def _loss_falls(model: torch.nn.Module, x: torch.Tensor, steps: int = 6) -> bool:
+    """Cross-entropy on one fixed batch and random target falls over a few Adam steps."""
+    target = torch.randint(0, 3, (x.shape[0], *x.shape[2:]), generator=torch.Generator().manual_seed(1))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        out = model(x)
+        out = out[:, 0] if out.ndim == x.ndim + 1 else out
+        loss = torch.nn.functional.cross_entropy(out.float(), target)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    return losses[-1] < losses[0]
+
+
 @pytest.mark.parametrize("name", DENSE)
 def test_model_harness(name, tmp_path):
     torch.manual_seed(0)
@@ -71,6 +87,7 @@ def test_model_harness(name, tmp_path):
     params = [p for p in model.parameters() if p.requires_grad]
     assert params[-1].grad is not None and params[0].grad is not None  # head and first layer
     assert sum(p.grad is not None for p in params) > 0.5 * len(params)
+    assert _loss_falls(model, x)
     model.eval()
     with torch.no_grad():
         ref = model(x)

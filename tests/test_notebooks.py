@@ -85,7 +85,8 @@ def _pngs(nb) -> int:
 
 
 def test_notebooks_are_valid_and_committed_without_outputs():
-    assert {p.name for p in NOTEBOOKS} >= {"01_load_train_predict_evaluate.ipynb", "02_metrics_and_plots.ipynb"}
+    assert {p.name for p in NOTEBOOKS} >= {"01_load_train_predict_evaluate.ipynb", "02_metrics_and_plots.ipynb",
+                                           "03_general_images.ipynb"}
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         nbformat.validate(nb)
@@ -107,3 +108,9 @@ def test_notebook_runs(path, venv_kernel, tmp_path, monkeypatch):
         assert matches, "notebook 1 printed no 'prediction shape ..., input shape ...' line"
         shapes = matches[-1].groups()
         assert shapes[:3] == shapes[3:] == ("40", "40", "24"), shapes
+    if path.name.startswith("03_"):
+        printed = "".join(_stdout(c) for c in nb.cells)
+        ours = re.search(r"evaluate-images: mIoU ([0-9.]+)", printed)
+        logged = re.search(r"validation mIoU logged by the run: ([0-9.]+)", printed)
+        assert ours and logged and ours.group(1) == logged.group(1), printed[-500:]
+        assert _pngs(nb) >= 4, "notebook 3: samples, curves, IoU bars and overlays"

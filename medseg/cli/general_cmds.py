@@ -44,18 +44,27 @@ def evaluate_images(
 
 
 def predict_images(
-    model: Path = typer.Option(..., "--model", "-m", help="Export folder (model.json + model.pt) of a 2D model."),
+    model: Path = typer.Option(..., "--model", "-m",
+                               help="Export folder (model.json + model.pt) of a 2D model, or a medseg train run folder."),
     input: Optional[Path] = input_option("Folder of images (PNG, JPEG, TIFF, BMP)."),
     output: Optional[Path] = output_option("Folder for <stem>.png masks and predictions.jsonl."),
     device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: CUDA when available)."),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images per forward pass."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Predict again images whose mask exists."),
+    mode: Optional[str] = typer.Option(
+        None, "--mode", help="whole (pad to the model's multiple), slide (windows, logits averaged) or resize "
+                             "(default: the export's inference.image_mode, else whole)."),
+    window: Optional[str] = typer.Option(None, "--window", help="slide window HxW in pixels (e.g. 512x1024)."),
+    stride: Optional[str] = typer.Option(None, "--stride", help="slide stride HxW in pixels (default 2/3 window)."),
+    size: Optional[str] = typer.Option(None, "--size", help="resize target HxW in pixels."),
 ) -> None:
     """Segment a folder of ordinary images with an exported 2D model; exit status 1 if any image failed."""
     input, output = pick(INPUT_NAMES, input), pick(OUTPUT_NAMES, output)
     from medseg.inference.images import RECORDS_NAME, predict_image_folder
 
-    records = predict_image_folder(model, input, output, device=device, batch_size=batch_size, overwrite=overwrite)
+    records = predict_image_folder(model, input, output, device=device, batch_size=batch_size, overwrite=overwrite,
+                                   mode=mode, window=_size(window, "--window"), stride=_size(stride, "--stride"),
+                                   size=_size(size, "--size"))
     counts = {s: sum(r["status"] == s for r in records) for s in ("ok", "skipped", "failed")}
     typer.echo(f"{len(records)} image(s): {counts['ok']} segmented, {counts['skipped']} skipped (mask exists), "
                f"{counts['failed']} failed; records in {output / RECORDS_NAME}")
@@ -66,6 +75,17 @@ def predict_images(
         typer.secho(f"  ... and {len(failed) - 10} more", fg=typer.colors.RED, err=True)
     if failed:
         raise typer.Exit(1)
+
+
+def _size(text: Optional[str], option: str) -> Optional[tuple[int, int]]:
+    """``"512x1024"`` -> ``(512, 1024)``; ``"512"`` -> ``(512, 512)``."""
+    if text is None:
+        return None
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise typer.BadParameter(f"{option} {text!r}: expected HxW in pixels, e.g. 512x1024")
+    h, w = int(parts[0]), int(parts[-1])
+    return h, w
 
 
 def register(app: typer.Typer) -> None:

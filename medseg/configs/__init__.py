@@ -68,3 +68,52 @@ def resolve_part(reference: str) -> Path:
 
 
 __all__ = ["KINDS", "part_names", "part_path", "resolve_part"]
+
+
+#: the most nodes a config document may expand to once its aliases are followed
+MAX_YAML_NODES = 200_000
+
+
+def load_yaml_text(text: str, where: str) -> object:
+    """Parse YAML with ``yaml.SafeLoader`` (no tags that build objects), refusing alias bombs.
+
+    Anchors and aliases are allowed, but a document whose aliases expand to more than
+    :data:`MAX_YAML_NODES` nodes (a "billion laughs" file of a few hundred bytes) is refused
+    before anything is built from it, so it never costs more than a parse.
+
+    Raises:
+        ConfigError: not valid YAML, or expanding past the node limit (naming ``where``).
+
+    Example:
+        >>> load_yaml_text("a: &x [1, 2]\\nb: *x", "example")
+        {'a': [1, 2], 'b': [1, 2]}
+    """
+    import yaml
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML ({' '.join(str(exc).split())})") from None
+    if root is None:
+        return None
+    sizes: dict[int, int] = {}
+
+    def expanded(node: yaml.Node) -> int:  # nodes after following aliases, memoised per shared node
+        key = id(node)
+        if key not in sizes:
+            sizes[key] = 0  # a recursive alias counts as a leaf (SafeLoader builds it as a cycle)
+            if isinstance(node, yaml.SequenceNode):
+                total = 1 + sum(expanded(child) for child in node.value)
+            elif isinstance(node, yaml.MappingNode):
+                total = 1 + sum(expanded(k) + expanded(v) for k, v in node.value)
+            else:
+                total = 1
+            sizes[key] = min(total, MAX_YAML_NODES + 1)
+        return sizes[key]
+
+    if expanded(root) > MAX_YAML_NODES:
+        raise ConfigError(f"{where}: YAML aliases expand past {MAX_YAML_NODES} nodes; refused (an alias bomb?)")
+    try:
+        return yaml.SafeLoader(text).get_single_data()
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML ({' '.join(str(exc).split())})") from None

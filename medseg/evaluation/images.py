@@ -125,22 +125,44 @@ def _boundary_ious(pred: np.ndarray, ref: np.ndarray, keep: np.ndarray | None, c
     return out
 
 
-def _evaluate_pair(stem: str, pred_path: Path, ref_path: Path, *, num_classes: int, ignore_index: int | None,
-                   boundary: bool, dilation_ratio: float) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Confusion matrix and per-class rows of one image."""
-    from medseg.metrics import confusion, overlap_from_confusion
+def pair_confusion(pred: np.ndarray, ref: np.ndarray, *, num_classes: int, ignore_index: int | None,
+                   pred_name: str | os.PathLike[str] = "prediction",
+                   ref_name: str | os.PathLike[str] = "reference") -> tuple[np.ndarray, np.ndarray | None]:
+    """Confusion matrix ``[ref, pred]`` of one ``[H, W]`` mask pair, pixels whose reference is
+    ``ignore_index`` left out; also the kept-pixel mask (``None`` when nothing is ignored).
 
-    ref = read_mask(ref_path)
-    pred = read_mask(pred_path)
+    The one per-image step of ``medseg evaluate-images`` and of ordinary-image training's validation.
+
+    Raises:
+        InputError: sizes differ, or a label outside ``[0, num_classes)`` (naming the file).
+
+    Example:
+        >>> pair_confusion(np.array([[0, 1]]), np.array([[0, 255]]), num_classes=2, ignore_index=255)[0].tolist()
+        [[1, 0], [0, 0]]
+    """
+    from medseg.metrics import confusion
+
     if pred.shape != ref.shape:
-        raise InputError(f"{pred_path}: prediction size {pred.shape[1]}x{pred.shape[0]} (WxH) differs from "
-                         f"reference {ref_path} size {ref.shape[1]}x{ref.shape[0]}")
+        raise InputError(f"{pred_name}: prediction size {pred.shape[1]}x{pred.shape[0]} (WxH) differs from "
+                         f"reference {ref_name} size {ref.shape[1]}x{ref.shape[0]}")
     keep = None
     if ignore_index is not None and (ref == ignore_index).any():
         keep = ref != ignore_index
-    _check_labels(ref, keep, num_classes, ref_path, "reference")
-    _check_labels(pred, keep, num_classes, pred_path, "prediction")
+    _check_labels(ref, keep, num_classes, Path(ref_name), "reference")
+    _check_labels(pred, keep, num_classes, Path(pred_name), "prediction")
     cm = confusion(pred if keep is None else pred[keep], ref if keep is None else ref[keep], num_classes)
+    return cm, keep
+
+
+def _evaluate_pair(stem: str, pred_path: Path, ref_path: Path, *, num_classes: int, ignore_index: int | None,
+                   boundary: bool, dilation_ratio: float) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Confusion matrix and per-class rows of one image."""
+    from medseg.metrics import overlap_from_confusion
+
+    ref = read_mask(ref_path)
+    pred = read_mask(pred_path)
+    cm, keep = pair_confusion(pred, ref, num_classes=num_classes, ignore_index=ignore_index,
+                              pred_name=pred_path, ref_name=ref_path)
     stats = overlap_from_confusion(cm, labels=range(num_classes))
     present = [s["label"] for s in stats if s["pred_voxels"] or s["ref_voxels"]]
     bious = _boundary_ious(pred, ref, keep, present, dilation_ratio) if boundary else {}
@@ -293,4 +315,5 @@ def _summary(cm: np.ndarray, rows: list[dict[str, Any]], names: Sequence[str], b
     }
 
 
-__all__ = ["evaluate_image_folder", "ImageEvaluationResult", "match_images", "load_class_names", "dataset_metrics"]
+__all__ = ["evaluate_image_folder", "ImageEvaluationResult", "match_images", "load_class_names", "dataset_metrics",
+           "pair_confusion"]

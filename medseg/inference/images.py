@@ -11,15 +11,18 @@ file stem) in sorted order:
    the one vocabulary of :mod:`medseg.transforms.intensity` (``imagenet``, ``scale``,
    ``zscore``, ``ct``, ``none``, ...): the same arithmetic as ``medseg predict`` and training,
    so a ``unet2d`` MRI export is normalised identically by both commands;
-3. pads bottom and right with zeros (after normalisation) to the input multiple the model
-   family declares in the registry (:meth:`medseg.models.ModelSpec.size_multiple`: U-Net
-   depth, DeepLabV3+ output stride, SegFormer's 32), runs the model, crops the logits back
-   to ``H x W`` and takes the argmax;
+3. runs the model as :mod:`medseg.models.apply2d` does for training's validation too:
+   ``whole`` pads bottom and right with zeros (after normalisation) to the input multiple the
+   model family declares in the registry (:meth:`medseg.models.ModelSpec.size_multiple`: U-Net
+   depth, DeepLabV3+ output stride, SegFormer's 32) and crops the logits back to ``H x W``;
+   ``slide`` averages the logits of overlapping windows; ``resize`` runs at a fixed size and
+   resizes the logits back; then the argmax. The mode comes from ``inference.image_mode`` of
+   ``model.json`` (``whole`` when absent) or the caller;
 4. writes ``<stem>.png`` (8-bit, 16-bit past 255 classes) atomically with
    :func:`medseg.general.save_mask` and appends one JSON line to
    ``predictions.jsonl`` (``input, output, shape [H, W], seconds, status, error``).
 
-Images of the same padded size that follow each other are run as one batch. A file
+Images of the same size that follow each other are run as one batch. A file
 that cannot be read gets ``status: "failed"`` with the reason (naming the file) and
 the run goes on; with ``overwrite=False`` images whose mask already exists are
 skipped (``status: "skipped"``), so an interrupted run resumes where it stopped.
@@ -39,27 +42,12 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import ConfigError, InputError, ModelError
+from medseg.models.apply2d import check_mode, fit_channels, image_logits, image_tensor, pad_to_multiple
 
 log = logging.getLogger(__name__)
 
 RECORDS_NAME = "predictions.jsonl"
 PROGRESS_MIN_IMAGES = 20  # a progress bar is shown from this many images on (progress=None)
-
-
-def fit_channels(image: np.ndarray, in_channels: int, path: str | os.PathLike[str] = "image") -> np.ndarray:
-    """``[H, W, C]`` -> ``[H, W, in_channels]``: gray replicated to 3 channels, RGBA loses alpha.
-
-    Raises:
-        InputError: any other channel mismatch (the message names ``path``).
-    """
-    c = image.shape[-1]
-    if c == in_channels:
-        return image
-    if c == 1 and in_channels == 3:
-        return np.repeat(image, 3, axis=-1)
-    if c == 4 and in_channels == 3:
-        return image[..., :3]
-    raise InputError(f"{path}: image has {c} channel(s), the model takes {in_channels}")
 
 
 def normalize_image(image: np.ndarray, spec: dict[str, Any] | None) -> np.ndarray:
@@ -74,26 +62,11 @@ def normalize_image(image: np.ndarray, spec: dict[str, Any] | None) -> np.ndarra
     return normalize_channels(image, spec, channel_axis=-1)
 
 
-def pad_to_multiple(chw: np.ndarray, multiple: int | tuple[int, int]) -> np.ndarray:
-    """Zero-pad a ``[C, H, W]`` array at the bottom and right so that H and W are multiples of ``multiple``.
-
-    Example:
-        >>> pad_to_multiple(np.ones((1, 3, 5)), (4, 8)).shape
-        (1, 4, 8)
-    """
-    mh, mw = (multiple, multiple) if isinstance(multiple, int) else multiple
-    h, w = chw.shape[-2:]
-    ph, pw = -h % mh, -w % mw
-    if not ph and not pw:
-        return chw
-    return np.pad(chw, ((0, 0), (0, ph), (0, pw)))
-
-
 @dataclass
 class _Item:
     path: Path
     output: Path
-    tensor: np.ndarray  # [C, Hp, Wp] normalised and padded
+    tensor: np.ndarray  # [C, H, W] normalised
     shape: tuple[int, int]
     seconds: float
 
@@ -132,6 +105,52 @@ def _record(path: Path, output: Path | None, shape: Any, seconds: float, status:
             "shape": list(shape) if shape else None, "seconds": round(seconds, 4), "status": status, "error": error}
 
 
+@dataclass(frozen=True)
+class ImageInference:
+    """How whole images go through the network (see :mod:`medseg.models.apply2d`): ``mode``
+    ``whole``/``slide``/``resize``, ``window`` and ``stride`` of ``slide``, ``size`` of ``resize``
+    (``[H, W]`` pixels), and the network's input ``multiple``."""
+
+    mode: str
+    multiple: tuple[int, int]
+    window: tuple[int, int] | None = None
+    stride: tuple[int, int] | None = None
+    size: tuple[int, int] | None = None
+
+    def logits(self, net: Any, x: Any) -> Any:
+        """Logits ``[B, K, H, W]`` of the normalised batch ``x [B, C, H, W]``."""
+        return image_logits(net, x, multiple=self.multiple, mode=self.mode, window=self.window,
+                            stride=self.stride, size=self.size)
+
+
+def _pair(value: Any) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return int(value), int(value)
+    return int(value[0]), int(value[1])
+
+
+def image_inference(info: dict[str, Any], *, mode: str | None = None, window: Any = None, stride: Any = None,
+                    size: Any = None) -> ImageInference:
+    """The :class:`ImageInference` of an export's ``model.json``: its ``inference`` section (``image_mode``,
+    ``window``, ``stride``, ``size``; ``whole`` when absent), each value overridable.
+
+    Raises:
+        ConfigError: an unknown mode or a size that does not fit the network.
+    """
+    inf = info.get("inference", {}) or {}
+    chosen = ImageInference(
+        mode=str(mode or inf.get("image_mode") or "whole"),
+        multiple=input_multiple(info),
+        window=_pair(window if window is not None else inf.get("window")),
+        stride=_pair(stride if stride is not None else inf.get("stride")),
+        size=_pair(size if size is not None else inf.get("size")),
+    )
+    check_mode(chosen.mode, chosen.window, chosen.size, chosen.multiple)
+    return chosen
+
+
 def predict_image_folder(
     model: str | os.PathLike[str],
     input_dir: str | os.PathLike[str],
@@ -142,19 +161,26 @@ def predict_image_folder(
     overwrite: bool = False,
     progress: bool | None = None,
     on_image: Callable[[dict[str, Any]], None] | None = None,
+    mode: str | None = None,
+    window: Any = None,
+    stride: Any = None,
+    size: Any = None,
 ) -> list[dict[str, Any]]:
     """Segment every image of ``input_dir`` with an exported 2D model; write ``<stem>.png`` masks.
 
     Args:
         model: export folder (``model.json`` + ``model.pt``) of a 2D model (``deeplabv3plus``,
-            ``segformer``, ``unet2d``, ...) whose first layer takes 1 or 3 channels.
+            ``segformer``, ``unet2d``, ...) whose first layer takes 1 or 3 channels, or the run
+            folder of ``medseg train`` (its ``export/``).
         input_dir: folder of images (PNG, JPEG, TIFF, BMP); one image per file stem.
         output_dir: folder for the masks and ``predictions.jsonl`` (created; not ``input_dir``).
         device: torch device (``None``: CUDA when available, else CPU).
-        batch_size: images per forward pass (consecutive images of the same padded size).
+        batch_size: images per forward pass (consecutive images of the same size).
         overwrite: predict again images whose mask exists (``False``: skip them, resume).
         progress: rich progress bar on stderr (``None``: from :data:`PROGRESS_MIN_IMAGES` images).
         on_image: called with each image's record.
+        mode, window, stride, size: override the export's ``inference`` section (``whole``,
+            ``slide`` with ``window``/``stride``, ``resize`` to ``size``; ``[H, W]`` pixels).
 
     Returns:
         One record per image, in file (stem) order: ``input``, ``output``, ``shape`` ``[H, W]``,
@@ -163,8 +189,8 @@ def predict_image_folder(
     Raises:
         InputError: no such input folder, no images, two images of one stem, or
             ``output_dir`` equal to ``input_dir``.
-        ModelError / ConfigError: the export is not a usable 2D model or its
-            normalisation is unknown.
+        ModelError / ConfigError: the export is not a usable 2D model, its
+            normalisation is unknown or the inference mode does not fit it.
     """
     import torch
 
@@ -186,7 +212,7 @@ def predict_image_folder(
         raise ModelError(f"{model}: a {info['spatial_dims']}D model; predict-images needs a 2D model")
     spec = info.get("preprocessing", {}).get("normalization")
     check_normalization(spec)  # an unknown kind fails before any work
-    multiple = input_multiple(info)
+    how = image_inference(info, mode=mode, window=window, stride=stride, size=size)
     in_channels = _in_channels(net)
     out.mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []
@@ -206,16 +232,14 @@ def predict_image_folder(
         try:
             x = torch.from_numpy(np.stack([it.tensor for it in batch])).to(dev)
             with torch.inference_mode():
-                labels = net(x).argmax(dim=1).to("cpu").numpy()
+                labels = how.logits(net, x).argmax(dim=1).to("cpu").numpy()
         except RuntimeError as exc:  # e.g. out of memory: these images fail, the run goes on
             for it in batch:
                 emit(_record(it.path, None, it.shape, it.seconds, "failed", f"{it.path}: model failed ({exc})"))
             return
         share = (time.perf_counter() - t0) / len(batch)
-        for it, lab in zip(batch, labels):
+        for it, mask in zip(batch, labels):
             t1 = time.perf_counter()
-            h, w = it.shape
-            mask = lab[:h, :w]
             save_mask(it.output, mask.astype(np.uint8 if mask.max(initial=0) < 256 else np.uint16))
             emit(_record(it.path, it.output, it.shape, it.seconds + share + time.perf_counter() - t1, "ok", None))
 
@@ -237,13 +261,12 @@ def predict_image_folder(
                     continue
                 t0 = time.perf_counter()
                 try:
-                    image = fit_channels(read_image(path), in_channels, path)
+                    chw = image_tensor(read_image(path), spec, in_channels, path)
                 except InputError as exc:
                     emit(_record(path, None, None, time.perf_counter() - t0, "failed", str(exc)))
                     bar.advance(task)
                     continue
-                chw = pad_to_multiple(np.moveaxis(normalize_image(image, spec), -1, 0), multiple)
-                item = _Item(path, target, np.ascontiguousarray(chw), image.shape[:2], time.perf_counter() - t0)
+                item = _Item(path, target, chw, (chw.shape[1], chw.shape[2]), time.perf_counter() - t0)
                 if pending and pending[0].tensor.shape != item.tensor.shape:
                     run(pending)
                     bar.advance(task, len(pending))
@@ -262,4 +285,5 @@ def predict_image_folder(
     return sorted(records, key=lambda r: order[r["input"]])
 
 
-__all__ = ["predict_image_folder", "normalize_image", "fit_channels", "pad_to_multiple", "input_multiple"]
+__all__ = ["predict_image_folder", "normalize_image", "fit_channels", "pad_to_multiple", "input_multiple",
+           "image_inference", "ImageInference"]

@@ -37,9 +37,9 @@ _ALLOWED_KEYS = {"_target_", "_disabled_", "_desc_", "_mode_"}
 
 def _load_config(path: Path) -> dict[str, Any]:
     if path.suffix in (".yaml", ".yml"):
-        import yaml
+        from medseg.configs import load_yaml_text
 
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return load_yaml_text(path.read_text(encoding="utf-8"), str(path))
     return json.loads(path.read_text(encoding="utf-8"))
 
 

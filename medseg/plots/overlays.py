@@ -174,4 +174,37 @@ def write_overlay(
     return Path(path)
 
 
-__all__ = ["render_overlay", "write_overlay", "VIEWS"]
+def blend_image_labels(image: np.ndarray, labels: np.ndarray, *, alpha: float = 0.45,
+                       num_classes: int | None = None) -> np.ndarray:
+    """An ordinary image ``[H, W]`` or ``[H, W, C]`` with its label map ``[H, W]`` blended in: RGB ``uint8``.
+
+    Label 0 (background) is left as it is; label ``v`` gets colour ``v`` of matplotlib's tab10
+    table (tab20 past 10 classes), so a class keeps its colour across images.
+    Values at or above ``num_classes`` (e.g. an ignore index 255) are drawn white. Gray and 16-bit
+    images are windowed to their 0.5-99.5 percentiles.
+
+    Raises:
+        InputError: image and labels differ in height or width.
+    """
+    img = np.asarray(image)
+    lab = np.asarray(labels)
+    if img.shape[:2] != lab.shape[:2] or lab.ndim != 2:
+        raise InputError(f"overlay needs an image and a 2D label map of one size, got {img.shape} and {lab.shape}")
+    if img.ndim == 2:
+        img = img[..., None]
+    if img.dtype == np.uint8:
+        rgb = img[..., :3].astype(np.float32)
+    else:
+        lo, hi = _window(img.astype(np.float32))
+        rgb = np.clip((img[..., :3].astype(np.float32) - lo) / (hi - lo), 0, 1) * 255
+    if rgb.shape[-1] == 1:
+        rgb = np.repeat(rgb, 3, axis=-1)
+    n = int(num_classes if num_classes is not None else int(lab.max(initial=0)) + 1)
+    palette = np.vstack([np.asarray(_colors(max(n, 2)))[:, :3] * 255, [[255.0, 255.0, 255.0]]]).astype(np.float32)
+    index = np.where(lab < n, lab, len(palette) - 1)
+    mask = lab > 0
+    rgb[mask] = (1 - alpha) * rgb[mask] + alpha * palette[index[mask]]
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+__all__ = ["blend_image_labels", "render_overlay", "write_overlay", "VIEWS"]

@@ -39,6 +39,17 @@ class DatasetConfig(_Strict):
     split_seed: int = 0
     splits: Path | None = None
     validate_data: bool = True
+    format: str | None = None
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str | None) -> str | None:
+        from medseg.data.image_datasets import IMAGE_FORMATS
+
+        if value is not None and value not in IMAGE_FORMATS:
+            raise ValueError(f"unknown dataset format {value!r}; known ordinary-image layouts: "
+                             f"{', '.join(IMAGE_FORMATS)} (medical datasets need no format)")
+        return value
 
 
 class PlanConfig(_Strict):
@@ -109,7 +120,7 @@ class TrainConfig(_Strict):
 
     max_epochs: int = Field(1000, ge=1)
     max_steps: int = Field(-1, ge=-1)
-    max_minutes: float | None = Field(None, gt=0)
+    max_minutes: float | None = Field(None, gt=0, le=525600)
     iterations_per_epoch: int = Field(250, ge=1)
     batch_size: int | None = Field(None, ge=1)
     patch_size: list[int] | None = None
@@ -145,6 +156,57 @@ class PostprocessConfig(_Strict):
     fill_holes: bool = False
 
 
+class LabelsConfig(_Strict):
+    """The ``labels:`` block of ordinary-image datasets (values override the layout's defaults).
+
+    ``names``: class names by train index (a list, or ``{index: name}``); ``ignore_index``: the
+    mask value left out of loss and metrics; ``reduce_zero_label``: raw 0 is ignored and raw
+    ``k`` becomes ``k - 1`` (ADE20K); ``id_mapping``: raw mask value -> train index.
+    """
+
+    names: list[str] | dict[int, str] | None = None
+    ignore_index: int | None = Field(None, ge=0, le=65535)
+    reduce_zero_label: bool | None = None
+    id_mapping: dict[int, int] | None = None
+
+
+class ImagesConfig(_Strict):
+    """Ordinary-image training: augmentation (random scale, crop, flip), normalisation, class weights
+    and how validation and ``medseg predict-images`` treat images larger than the crop.
+
+    Sizes are ``[H, W]`` pixels. ``scale_range``: each training image is resized by a factor drawn
+    uniformly from it (bilinear for images, nearest for masks), then a ``crop_size`` window is cut
+    at random (padding: 0 for the normalised image, ``ignore_index`` for the mask) and flipped
+    left-right with probability 0.5 when ``hflip``. ``class_weights``: ``auto`` (median-frequency
+    balancing of the training masks' pixel counts), a list (one weight per class) or ``null``.
+    ``inference``: ``whole`` (pad to the model's input multiple), ``slide`` (``crop_size`` windows at
+    ``stride``, logits averaged) or ``resize`` (to ``resize_to``, logits resized back).
+    """
+
+    crop_size: list[int] = Field(default_factory=lambda: [512, 512])
+    scale_range: list[float] = Field(default_factory=lambda: [0.5, 2.0])
+    hflip: bool = True
+    normalization: dict[str, Any] = Field(default_factory=lambda: {"kind": "imagenet"})
+    class_weights: Literal["auto"] | list[float] | None = None
+    inference: Literal["whole", "slide", "resize"] = "whole"
+    stride: list[int] | None = None
+    resize_to: list[int] | None = None
+
+    @field_validator("crop_size", "stride", "resize_to")
+    @classmethod
+    def _two_sizes(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (len(value) != 2 or min(value) < 1):
+            raise ValueError(f"needs two positive sizes [H, W] in pixels, got {value}")
+        return value
+
+    @field_validator("scale_range")
+    @classmethod
+    def _scale_range(cls, value: list[float]) -> list[float]:
+        if len(value) != 2 or not 0 < value[0] <= value[1] <= 16:
+            raise ValueError(f"needs [low, high] with 0 < low <= high <= 16, got {value}")
+        return value
+
+
 class FinetuneConfig(_Strict):
     """Fine-tuning settings of a promptable family (SAM2), read by its training module.
 
@@ -174,6 +236,8 @@ class Config(_Strict):
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     postprocessing: dict[str, PostprocessConfig] = Field(default_factory=dict)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    labels: LabelsConfig = Field(default_factory=LabelsConfig)
+    images: ImagesConfig = Field(default_factory=ImagesConfig)
     description: str = ""
 
 
@@ -205,17 +269,12 @@ def _include_path(parent: Path, ref: str) -> Path:
 
 def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a config YAML, resolving ``include:`` (shipped part names or relative paths) recursively."""
-    import yaml
-
     path = path.resolve()
     if path in _seen:
         raise ConfigError(f"{path}: include cycle ({' -> '.join(str(p) for p in _seen)})")
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    data = _configs.load_yaml_text(path.read_text(encoding="utf-8"), str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping of sections")
     includes = data.pop("include", []) or []

@@ -1,4 +1,4 @@
-"""PNG curves of a run: training loss and validation Dice against the step."""
+"""PNG curves of a run: training loss and validation Dice (or mIoU for ordinary images) against the step."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ def read_metrics(path: str | os.PathLike[str]) -> dict[str, list[tuple[int, floa
 
 
 def plot_curves(metrics_csv: str | os.PathLike[str], out_png: str | os.PathLike[str]) -> Path:
-    """Draw training loss (per step and per epoch) and validation Dice (mean and per label)."""
+    """Draw training loss (per step and per epoch) and validation Dice (mean and per label), or the
+    validation mIoU and per-class IoU of an ordinary-image run."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -36,17 +37,20 @@ def plot_curves(metrics_csv: str | os.PathLike[str], out_png: str | os.PathLike[
             x, y = zip(*s[key])
             ax_loss.plot(x, y, style, label=key, alpha=0.8, markersize=3)
     ax_loss.set_xlabel("step")
-    ax_loss.set_ylabel("Dice + CE loss")
+    ax_loss.set_ylabel("loss")
     ax_loss.set_title("training loss")
-    dice_keys = sorted(k for k in s if k.startswith("val_dice"))
-    for key in dice_keys:
+    # medical runs log val_dice (whole volumes); ordinary-image runs log val_miou and val_iou_<class>
+    image_run = "val_miou" in s and not any(k.startswith("val_dice") for k in s)
+    main, prefix, what = ("val_miou", "val_iou_", "mIoU") if image_run else ("val_dice", "val_dice_", "Dice")
+    keys = [main] + sorted(k for k in s if k.startswith(prefix)) if main in s else []
+    for key in keys:
         x, y = zip(*s[key])
-        ax_dice.plot(x, y, "o-" if key == "val_dice" else "--", label=key.replace("val_dice_", ""),
-                     linewidth=2.5 if key == "val_dice" else 1, markersize=3)
+        ax_dice.plot(x, y, "o-" if key == main else "--", label=what if key == main else key[len(prefix):],
+                     linewidth=2.5 if key == main else 1, markersize=3)
     ax_dice.set_xlabel("step")
-    ax_dice.set_ylabel("Dice")
+    ax_dice.set_ylabel(what)
     ax_dice.set_ylim(0, 1)
-    ax_dice.set_title("validation Dice (whole volumes)")
+    ax_dice.set_title("validation mIoU (full-resolution images)" if image_run else "validation Dice (whole volumes)")
     for ax in (ax_loss, ax_dice):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:

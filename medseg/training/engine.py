@@ -234,6 +234,10 @@ def train(
         raise InputError(f"{ckpt_last}: nothing to resume (no last checkpoint in {run_dir})")
     if cfg.dataset.root is None:
         raise ConfigError("dataset.root: required (the dataset folder or manifest); set it with --set dataset.root=DIR")
+    from medseg.training.images import train_images, uses_image_dataset
+
+    if uses_image_dataset(cfg):
+        return train_images(cfg, run_dir, resume=resume, t0=t0)
 
     from medseg.data.datasets import load_dataset, validate_dataset
     from medseg.training.planning import save_plan
@@ -262,7 +266,7 @@ def train(
     log.info("preprocessed %d training and %d validation cases in %.1f s",
              len(train_cases), len(val_cases), time.monotonic() - t_pre)
 
-    trainer = build_trainer(cfg, run_dir, log_version=_log_version(run_dir) if resume else "")
+    trainer = build_trainer(cfg, run_dir, log_version=log_version(run_dir) if resume else "")
     steps = cfg.train.max_steps if cfg.train.max_steps > 0 else cfg.train.max_epochs * cfg.train.iterations_per_epoch
     labels = {str(k): v for k, v in sorted(dataset.labels.items())}
     module = module_cls(
@@ -301,6 +305,18 @@ def make_loaders(cfg: Config, recipe: dict[str, Any], context: dict[str, Any], t
     return train_loader, val_loader
 
 
+def make_image_loaders(cfg: Config, train_set: Any, val_set: Any, batch: int, world_size: int) -> tuple[Any, Any]:
+    """Loaders of ordinary-image training: shuffled augmented crops, and whole validation images one by one."""
+    from torch.utils.data import DataLoader
+
+    sampler = RankSampler(len(train_set), world_size) if (world_size > 1 and not cfg.train.shuffle) else None
+    train_loader = DataLoader(train_set, batch_size=batch, shuffle=cfg.train.shuffle and sampler is None,
+                              sampler=sampler, num_workers=cfg.train.num_workers, drop_last=True,
+                              persistent_workers=cfg.train.num_workers > 0)
+    val_loader = DataLoader(val_set, batch_size=1, shuffle=False, num_workers=0)
+    return train_loader, val_loader
+
+
 class _NoAdverts(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "Tip:" not in str(record.msg)
@@ -314,15 +330,17 @@ def _quiet_lightning() -> None:
             lg.addFilter(_NoAdverts())
 
 
-def _log_version(run_dir: Path) -> str:
+def log_version(run_dir: Path) -> str:
+    """The CSV log version of a resumed run: ``resume1``, ``resume2``, ..."""
     n = 1
     while (run_dir / "logs" / f"resume{n}").exists():
         n += 1
     return f"resume{n}"
 
 
-def build_trainer(cfg: Config, run_dir: Path, log_version: str = "") -> Any:
-    """The Lightning ``Trainer`` for ``cfg`` (checkpoints, CSV/TensorBoard logs, time budget)."""
+def build_trainer(cfg: Config, run_dir: Path, log_version: str = "", monitor: str = "val_dice") -> Any:
+    """The Lightning ``Trainer`` for ``cfg`` (checkpoints, CSV/TensorBoard logs, time budget); the best
+    checkpoint and early stopping follow the validation metric ``monitor`` (higher is better)."""
     import torch
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
@@ -338,14 +356,14 @@ def build_trainer(cfg: Config, run_dir: Path, log_version: str = "") -> Any:
 
         loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="logs", version="tb"))
     callbacks: list[Any] = [
-        ModelCheckpoint(dirpath=str(run_dir / CHECKPOINT_DIR), filename="best", monitor="val_dice", mode="max",
+        ModelCheckpoint(dirpath=str(run_dir / CHECKPOINT_DIR), filename="best", monitor=monitor, mode="max",
                         save_last=True, save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False,
                         save_on_train_epoch_end=False),
         LearningRateMonitor(logging_interval="epoch"),
         StepTimer(),
     ]
     if t.early_stopping_patience:
-        callbacks.append(EarlyStopping(monitor="val_dice", mode="max", patience=t.early_stopping_patience))
+        callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=t.early_stopping_patience))
     if t.progress_bar and importlib.util.find_spec("rich") is not None:
         from lightning.pytorch.callbacks import RichProgressBar
 
@@ -416,33 +434,49 @@ def merge_metrics(log_dir: Path, out_csv: Path) -> bool:
     return True
 
 
-def finish_run(run_dir: Path, trainer: Any, module: Any, cfg: Config, plan: dict[str, Any], dataset: Any,
-               sd: int, patch: list[int], model_config: dict[str, Any], split: dict[str, list[str]],
-               labels: dict[str, str]) -> Path:
-    """Copy ``metrics.csv``, draw ``curves.png`` and export the best weights to ``export/``."""
+def best_weights(run_dir: Path) -> dict[str, Any] | None:
+    """The network weights (``net.*`` keys, prefix dropped) of ``checkpoints/best.ckpt``, or ``None``."""
     import torch
 
-    from medseg.models.export import save_export
-    from medseg.training.curves import plot_curves
-
-    if merge_metrics(run_dir / "logs", run_dir / "metrics.csv"):
-        plot_curves(run_dir / "metrics.csv", run_dir / "curves.png")
     best = run_dir / CHECKPOINT_DIR / "best.ckpt"
-    state = None
-    if best.is_file():
-        ckpt = torch.load(best, map_location="cpu", weights_only=True)
-        state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    if not best.is_file():
+        return None
+    ckpt = torch.load(best, map_location="cpu", weights_only=True)
+    return {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")} or None
+
+
+def training_record(run_dir: Path, trainer: Any, best: bool) -> dict[str, Any]:
+    """``global_step``, ``epochs``, ``best_score`` (of the monitored metric), ``weights`` (``best`` or
+    ``last``) and ``steps_per_second`` of a finished fit, for the export's ``training`` record."""
+    import torch
+
     global_step, epochs = int(trainer.global_step), int(trainer.current_epoch)
     last = run_dir / CHECKPOINT_DIR / "last.ckpt"
     if global_step == 0 and last.is_file():  # ddp_spawn: the loop state stays in the worker processes
         meta = torch.load(last, map_location="cpu", weights_only=True)
         global_step, epochs = int(meta.get("global_step", 0)), int(meta.get("epoch", 0)) + 1
-    net = module.net
-    if state:
-        net.load_state_dict(state)
     score = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
     timers = [c for c in trainer.callbacks if type(c).__name__ == "StepTimer"]
     speed = timers[0].steps_per_second() if timers else None
+    return {"global_step": global_step, "epochs": epochs, "best_score": None if score is None else float(score),
+            "weights": "best" if best else "last", "steps_per_second": None if speed is None else round(speed, 4)}
+
+
+def finish_run(run_dir: Path, trainer: Any, module: Any, cfg: Config, plan: dict[str, Any], dataset: Any,
+               sd: int, patch: list[int], model_config: dict[str, Any], split: dict[str, list[str]],
+               labels: dict[str, str]) -> Path:
+    """Copy ``metrics.csv``, draw ``curves.png`` and export the best weights to ``export/``."""
+    from medseg.models.export import save_export
+    from medseg.training.curves import plot_curves
+
+    if merge_metrics(run_dir / "logs", run_dir / "metrics.csv"):
+        plot_curves(run_dir / "metrics.csv", run_dir / "curves.png")
+    state = best_weights(run_dir)
+    net = module.net
+    if state:
+        net.load_state_dict(state)
+    record = training_record(run_dir, trainer, state is not None)
+    record["best_val_dice"] = record.pop("best_score")
     info = {
         "model": {"name": cfg.model.name, "config": model_config},
         "spatial_dims": sd,
@@ -452,14 +486,10 @@ def finish_run(run_dir: Path, trainer: Any, module: Any, cfg: Config, plan: dict
                       "mode": cfg.inference.mode},
         "postprocessing": _postprocessing(cfg, dataset.labels),
         "plan": plan,
-        "training": {"fold": cfg.dataset.fold, "train_cases": split["train"], "val_cases": split["val"],
-                     "global_step": global_step, "epochs": epochs,
-                     "best_val_dice": None if score is None else float(score),
-                     "weights": "best" if state else "last",
-                     "steps_per_second": None if speed is None else round(speed, 4)},
+        "training": {"fold": cfg.dataset.fold, "train_cases": split["train"], "val_cases": split["val"], **record},
     }
     return save_export(run_dir / EXPORT_DIR, net, info)
 
 
 __all__ = ["train", "build_trainer", "get_plan", "get_split", "preprocess_cases", "PatchDataset", "VolumeDataset",
-           "CHECKPOINT_DIR", "EXPORT_DIR"]
+           "make_image_loaders", "best_weights", "training_record", "log_version", "CHECKPOINT_DIR", "EXPORT_DIR"]

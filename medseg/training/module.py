@@ -178,18 +178,25 @@ class SegmentationModule(L.LightningModule):
 
     # -- optimisation ---------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        opt = self.hparams.optimizer
-        if opt.get("name", "sgd") == "adamw":
-            optimizer = torch.optim.AdamW(self.parameters(), lr=opt["lr"], weight_decay=opt.get("weight_decay", 0.0))
-        else:
-            optimizer = torch.optim.SGD(self.parameters(), lr=opt["lr"], momentum=opt.get("momentum", 0.99),
-                                        nesterov=opt.get("nesterov", True) and opt.get("momentum", 0.99) > 0,
-                                        weight_decay=opt.get("weight_decay", 0.0))
-        sched = self.hparams.schedule
-        factor = PolyTimeLR(self.hparams.total_steps, sched.get("exponent", 0.9), self.hparams.budget_s,
-                            sched.get("warmup_steps", 0), sched.get("name", "poly"))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return make_optimizers(self)
 
 
-__all__ = ["SegmentationModule", "build_loss", "PolyTimeLR", "StepTimer"]
+def make_optimizers(module: L.LightningModule) -> dict[str, Any]:
+    """SGD (Nesterov) or AdamW and the per-step LR schedule of ``module.hparams`` (``optimizer``,
+    ``schedule``, ``total_steps``, ``budget_s``): the one optimiser setup of medseg's modules."""
+    hp = module.hparams
+    opt = hp.optimizer
+    if opt.get("name", "sgd") == "adamw":
+        optimizer = torch.optim.AdamW(module.parameters(), lr=opt["lr"], weight_decay=opt.get("weight_decay", 0.0))
+    else:
+        optimizer = torch.optim.SGD(module.parameters(), lr=opt["lr"], momentum=opt.get("momentum", 0.99),
+                                    nesterov=opt.get("nesterov", True) and opt.get("momentum", 0.99) > 0,
+                                    weight_decay=opt.get("weight_decay", 0.0))
+    sched = hp.schedule
+    factor = PolyTimeLR(hp.total_steps, sched.get("exponent", 0.9), hp.budget_s,
+                        sched.get("warmup_steps", 0), sched.get("name", "poly"))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+__all__ = ["SegmentationModule", "build_loss", "make_optimizers", "PolyTimeLR", "StepTimer"]

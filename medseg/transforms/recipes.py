@@ -235,16 +235,14 @@ def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any]) -> dict[str,
     if isinstance(source, Mapping):
         data, where = dict(source), "transforms"
     else:
-        import yaml
+        from medseg.configs import load_yaml_text, part_path
 
         path = Path(source)
         if isinstance(source, str) and path.suffix not in (".yaml", ".yml") and not path.is_file():
-            from medseg.configs import part_path
-
             path = part_path("transforms", source)
         if not path.is_file():
             raise ConfigError(f"transforms.recipe: no such recipe file {path}")
-        data, where = yaml.safe_load(path.read_text(encoding="utf-8")) or {}, str(path)
+        data, where = load_yaml_text(path.read_text(encoding="utf-8"), str(path)) or {}, str(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: a recipe must be a mapping with sections {', '.join(SECTIONS)}")
     unknown = sorted(set(data) - set(SECTIONS) - {"description"})
