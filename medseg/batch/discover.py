@@ -87,7 +87,7 @@ def _is_label_map(path: Path, root: Path) -> bool:
 
 def _walk(root: Path, exclude: list[Path]) -> tuple[list[Path], list[Path]]:
     """Image files (NIfTI/NRRD/MHA) and DICOM candidates (DICOM suffix, none, or the DICM marker)."""
-    from medseg.io.dicom.series import DICOM_SUFFIXES, has_dicm_marker
+    from medseg.io.dicom.series import DICOM_SUFFIXES, has_dicm_marker, is_regular_file
 
     images: list[Path] = []
     candidates: list[Path] = []
@@ -100,6 +100,9 @@ def _walk(root: Path, exclude: list[Path]) -> tuple[list[Path], list[Path]]:
             if name.startswith(".") or name in _SKIP_NAMES or ".partial" in name:
                 continue
             path = here / name
+            if not is_regular_file(path):  # a FIFO or a link to a device blocks whoever opens it
+                log.warning("skipping %s: not a regular file", path)
+                continue
             suffix = _suffix(name)
             if suffix in IMAGE_SUFFIXES:
                 images.append(path)

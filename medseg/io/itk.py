@@ -32,6 +32,7 @@ def load_itk(path: str | Path) -> Volume:
     import SimpleITK as sitk
 
     p = Path(path)
+    check_header(p)
     try:
         img = sitk.ReadImage(str(p))
     except RuntimeError as exc:
@@ -66,6 +67,101 @@ def load_itk(path: str | Path) -> Volume:
     meta = {"source": str(p), "format": "nrrd" if p.suffix.lower() in (".nrrd", ".nhdr") else "metaimage"}
     return Volume(np.ascontiguousarray(array) if array.flags.c_contiguous else array, affine, meta,
                   channel_first=components > 1)
+
+
+_HEADER_BYTES = 1 << 16
+#: the most voxels a header may claim before SimpleITK allocates for it (2**33, 8 Gi voxels)
+MAX_VOXELS = 1 << 33
+
+
+def _header_lines(p: Path, *, nrrd: bool) -> list[tuple[str, str]]:
+    """(key, value) pairs of a NRRD or MetaImage text header (keys lower case, spaces removed)."""
+    with open(p, "rb") as fp:
+        head = fp.read(_HEADER_BYTES)
+    out: list[tuple[str, str]] = []
+    for raw in head.split(b"\n"):
+        line = raw.rstrip(b"\r").decode("latin-1")
+        if nrrd and not line.strip() and out:
+            break  # a blank line ends a NRRD header; the data follows
+        if line.startswith("#"):
+            continue
+        key, sep, value = line.partition(":=" if nrrd and ":=" in line else (":" if nrrd else "="))
+        if not sep:
+            continue
+        key = key.strip().lower().replace(" ", "")
+        out.append((key, value.strip()))
+        if not nrrd and key == "elementdatafile":
+            break  # the last MetaImage header line
+    return out
+
+
+def _ints(value: str) -> list[int] | None:
+    try:
+        return [int(v) for v in value.split()]
+    except ValueError:
+        return None
+
+
+def _inside(p: Path, name: str, what: str) -> None:
+    """Refuse a detached data file outside the header's folder (an absolute path, ``..``, a link out)."""
+    target = (p.parent / name).resolve()
+    home = p.parent.resolve()
+    if Path(name).is_absolute() or (target != home and home not in target.parents):
+        raise InputError(f"{p}: {what} names a data file outside the header's folder; refusing to read it "
+                         "(copy the data file beside the header and name it relatively)")
+
+
+_SPELLING = {"ndims": "NDims", "dimsize": "DimSize", "elementdatafile": "ElementDataFile", "datafile": "data file",
+             "data_file": "data file", "dimension": "dimension", "sizes": "sizes"}
+
+
+def check_header(p: Path) -> None:
+    """Validate a NRRD/MetaImage header before SimpleITK parses it: dimensions 1..4, sizes positive and
+    consistent (SimpleITK crashes on ``NDims = -1``), the voxel count bounded, and detached data files
+    inside the header's folder (a header naming ``/etc/passwd`` would read any file on the host).
+
+    Raises:
+        InputError: naming the file and the header field.
+    """
+    from medseg.io import require_regular_file
+
+    require_regular_file(p)
+    nrrd = p.suffix.lower() in (".nrrd", ".nhdr")
+    try:
+        fields = _header_lines(p, nrrd=nrrd)
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read ({exc.strerror or type(exc).__name__})") from None
+    values = dict(fields)
+    ndim_key, size_key, data_keys = ("dimension", "sizes", ("datafile", "data_file")) if nrrd else \
+        ("ndims", "dimsize", ("elementdatafile",))
+    if nrrd and not fields:
+        return  # not a text header: SimpleITK says what it is
+    ndim = _ints(values.get(ndim_key, ""))
+    if ndim_key in values and (ndim is None or len(ndim) != 1 or not 1 <= ndim[0] <= 4):
+        raise InputError(f"{p}: not a readable NRRD/MetaImage file "
+                         f"(header field {_SPELLING[ndim_key]} must be one integer from 1 to 4)")
+    if size_key in values:
+        sizes = _ints(values[size_key])
+        if sizes is None or any(v <= 0 for v in sizes) or (ndim and len(sizes) < ndim[0]):
+            raise InputError(f"{p}: not a readable NRRD/MetaImage file (header field {_SPELLING[size_key]} "
+                             f"must hold {ndim[0] if ndim else 'N'} positive integers)")
+        total = 1
+        for v in sizes[: ndim[0] if ndim else len(sizes)]:
+            total *= v
+        if total > MAX_VOXELS:
+            raise InputError(f"{p}: header field {_SPELLING[size_key]} claims {total} voxels (more than {MAX_VOXELS})")
+    elif ndim_key in values:
+        raise InputError(f"{p}: not a readable NRRD/MetaImage file "
+                         f"(header has {_SPELLING[ndim_key]} but no {_SPELLING[size_key]})")
+    for key, value in fields:
+        if key not in data_keys:
+            continue
+        first = value.split()[0] if value.split() else ""
+        if not nrrd and first.upper() == "LOCAL":
+            continue
+        if first.upper() == "LIST":
+            raise InputError(f"{p}: header field {_SPELLING[key]} LIST (data split over files) is not supported")
+        _inside(p, value if not nrrd or len(value.split()) == 1 else first, _SPELLING[key])
 
 
 def save_itk(volume: Volume, path: str | Path) -> Path:
@@ -133,4 +229,4 @@ def _rename_detached_data(final: Path) -> None:
         return
 
 
-__all__ = ["load_itk", "save_itk"]
+__all__ = ["load_itk", "save_itk", "check_header"]

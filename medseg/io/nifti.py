@@ -32,6 +32,7 @@ def load_nifti(path: Path) -> Volume:
             f"{path}: expected a 2D or 3D image, got a {array.ndim}D NIfTI of shape {array.shape}"
         )
     affine = np.asarray(img.affine, dtype=np.float64)
+    _check_raw_pixdim(path, img, array.ndim)
     if array.ndim == 2:
         affine = affine.copy()
     meta = {
@@ -42,6 +43,25 @@ def load_nifti(path: Path) -> Volume:
     }
     is_label = int(img.header.get("intent_code", 0)) == 1002 and array.dtype.kind in "iu"  # NIFTI_INTENT_LABEL
     return Volume(np.ascontiguousarray(array), affine, meta, is_label=is_label)
+
+
+def _check_raw_pixdim(path: Path, img: object, ndim: int) -> None:
+    """Refuse a zero/NaN voxel size in the file's own header when the affine comes from it (no sform):
+    nibabel silently sets such sizes to 1 mm, which would make up a geometry."""
+    from nibabel.openers import ImageOpener
+
+    header = img.header  # type: ignore[attr-defined]
+    if int(header.get("sform_code", 0)) > 0:
+        return
+    try:
+        with ImageOpener(str(path)) as fobj:
+            raw = type(header).from_fileobj(fobj, check=False)
+    except Exception:  # the header was read once already; a second failure is not ours to explain
+        return
+    pixdim = np.asarray(raw["pixdim"][1:ndim + 1], dtype=np.float64)
+    if not np.all(np.isfinite(pixdim)) or np.any(pixdim == 0):
+        raise InputError(f"{path}: voxel size (pixdim) {[float(f'{v:.4g}') for v in pixdim]} is zero or not finite "
+                         "and there is no sform: the geometry is unknown")
 
 
 def smallest_dtype(array: np.ndarray, *, is_label: bool) -> np.dtype:

@@ -37,6 +37,7 @@ from medseg.io.dicom.series import (
     drop_duplicate_instances,
     group_series,
     is_dicom_file,
+    is_regular_file,
     iter_files,
     main_stack,
     scan,
@@ -53,8 +54,8 @@ def _collect(path_or_list: str | os.PathLike[str] | Sequence[str | os.PathLike[s
         if not paths:
             raise InputError("empty list of DICOM files")
         for p in paths:
-            if not p.is_file():
-                raise InputError(f"{p}: no such file")
+            if not is_regular_file(p):
+                raise InputError(f"{p}: no such file" if not os.path.lexists(p) else f"{p}: not a regular file")
         return paths, True, f"{paths[0].parent} ({len(paths)} files)"
     p = Path(path_or_list)
     if p.is_dir():
@@ -62,8 +63,10 @@ def _collect(path_or_list: str | os.PathLike[str] | Sequence[str | os.PathLike[s
         if not files:
             raise InputError(f"{p}: folder is empty (no files found, recursively)")
         return files, False, str(p)
-    if p.is_file():
+    if is_regular_file(p):
         return [p], True, str(p)
+    if os.path.lexists(p):
+        raise InputError(f"{p}: not a regular file (a FIFO, socket, device or broken link); refusing to read it")
     raise InputError(f"{p}: no such file or folder")
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -279,7 +280,7 @@ def has_dicm_marker(path: Path) -> bool:
 def is_dicom_file(path: str | os.PathLike[str]) -> bool:
     """True for a file with the ``DICM`` preamble or a preamble-less file pydicom can parse."""
     p = Path(path)
-    if not p.is_file():
+    if not is_regular_file(p):
         return False
     if has_dicm_marker(p):
         return True
@@ -451,12 +452,30 @@ class Scan:
     skipped: list[tuple[Path, str]]
 
 
+def is_regular_file(path: str | os.PathLike[str]) -> bool:
+    """True for a regular file (links followed), checked with ``os.stat`` so that a FIFO, socket or
+    device (a link to ``/dev/zero``) is never opened: reading one blocks or never ends."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def iter_files(folder: Path) -> list[Path]:
-    """All regular files under ``folder`` (recursive, hidden files and folders skipped), sorted."""
+    """All regular files under ``folder`` (recursive, hidden files and folders skipped), sorted.
+
+    FIFOs, sockets, devices and broken links are left out (logged), never opened."""
     out: list[Path] = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        out.extend(Path(root) / f for f in sorted(files) if not f.startswith("."))
+        for f in sorted(files):
+            if f.startswith("."):
+                continue
+            path = Path(root) / f
+            if is_regular_file(path):
+                out.append(path)
+            else:
+                log.warning("skipping %s: not a regular file", path)
     return out
 
 
@@ -611,6 +630,7 @@ __all__ = [
     "Scan",
     "scan",
     "iter_files",
+    "is_regular_file",
     "group_series",
     "is_dicom_file",
     "read_dataset_header",
