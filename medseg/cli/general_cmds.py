@@ -11,22 +11,43 @@ from medseg.cli.messages import warn_unmatched
 from medseg.cli.vocabulary import INPUT_NAMES, OUTPUT_NAMES, hidden_option, input_option, output_option, pick
 
 
+TASKS = ("semantic", "instance", "panoptic")
+
+
 def evaluate_images(
-    pred: Path = typer.Option(..., "--pred", help="Folder of predicted masks (matched to references by file stem)."),
-    ref: Path = typer.Option(..., "--ref", help="Folder of reference masks."),
-    output: Optional[Path] = output_option("Output folder: metrics.csv, summary.json, iou_per_class.png."),
+    pred: Path = typer.Option(..., "--pred", help="Predictions: a folder of masks (semantic: matched by stem; instance/"
+                                                  "panoptic: <stem>_instances.png + .json), or a COCO results / "
+                                                  "panoptic JSON."),
+    ref: Path = typer.Option(..., "--ref", help="References: a folder of masks (semantic), a COCO instances/panoptic "
+                                                "JSON or an instance dataset folder (instance_masks, coco, yolo_seg)."),
+    output: Optional[Path] = output_option("Output folder: metrics.csv, summary.json and a per-class bar chart."),
     out: Optional[Path] = hidden_option("--out"),
-    num_classes: int = typer.Option(..., "--num-classes", min=1, help="Classes 0..N-1, background included."),
+    task: str = typer.Option("semantic", "--task",
+                             help="semantic (mIoU/mDice/aAcc), instance (mask AP through pycocotools, Boundary IoU "
+                                  "of matches) or panoptic (PQ/SQ/RQ)."),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes", min=1,
+                                              help="Classes 0..N-1, background included (semantic; required)."),
     ignore_index: int = typer.Option(
-        255, "--ignore-index", help="Reference value left out of every metric (a negative value: none)."
+        255, "--ignore-index", help="Reference value left out of every metric (a negative value: none; semantic)."
     ),
     class_names: Optional[Path] = typer.Option(
         None, "--class-names", help='JSON: ["background", "cat", ...] or {"0": "background", ...}.'
     ),
-    boundary: bool = typer.Option(True, "--boundary/--no-boundary", help="Per-image Boundary IoU per class."),
+    boundary: bool = typer.Option(
+        True, "--boundary/--no-boundary",
+        help="Boundary IoU: per image and class (semantic), of matched instances (instance)."),
+    max_detections: int = typer.Option(100, "--max-detections", min=1,
+                                       help="instance: detections kept per image by score (COCO's maxDets)."),
 ) -> None:
-    """Evaluate predicted label masks of ordinary images: mIoU/mDice/aAcc, per-image CSV, IoU bar chart."""
+    """Evaluate predictions on ordinary images: semantic masks (mIoU), instances (mask AP) or panoptic (PQ)."""
     out = pick(OUTPUT_NAMES, output, ("--out", out))
+    if task not in TASKS:
+        raise typer.BadParameter(f"--task {task!r}: known: {', '.join(TASKS)}")
+    if task != "semantic":
+        _evaluate_instances(task, pred, ref, out, class_names, boundary, max_detections)
+        return
+    if num_classes is None:
+        raise typer.BadParameter("--num-classes is required for --task semantic")
     from medseg.evaluation.images import evaluate_image_folder, load_class_names
 
     names = load_class_names(class_names, num_classes) if class_names else None
@@ -41,6 +62,46 @@ def evaluate_images(
     for c, info in result.summary["classes"].items():
         iou = "n/a" if info["iou"] != info["iou"] else f"{info['iou']:.4f}"
         typer.echo(f"  {c:>3s} {info['name']:>14s}: IoU={iou}  [missed={info['missed']} spurious={info['spurious']}]")
+
+
+def _f(value: float) -> str:
+    return "n/a" if value != value else f"{value:.4f}"
+
+
+def _evaluate_instances(task: str, pred: Path, ref: Path, out: Path, class_names: Optional[Path], boundary: bool,
+                        max_detections: int) -> None:
+    """``--task instance|panoptic``: score, then print the table."""
+    from medseg.io.tables import read_name_mapping
+
+    names = read_name_mapping(class_names, noun="class")[1] if class_names else None
+    if task == "instance":
+        from medseg.evaluation.instances import evaluate_instances
+
+        result = evaluate_instances(pred, ref, out, class_names=names, boundary=boundary,
+                                    max_detections=max_detections)
+        coco, overall = result.summary["coco"], result.summary["overall"]
+        typer.echo(f"evaluated {result.summary['images']} image(s) (pycocotools, segm); wrote "
+                   f"{', '.join(str(f) for f in result.files)}")
+        warn_unmatched(result.unmatched_references, result.unmatched_predictions)
+        typer.echo(f"  AP={_f(coco['AP'])}  AP50={_f(coco['AP50'])}  AP75={_f(coco['AP75'])}  "
+                   f"AR{max_detections}={_f(coco['AR100'])}  Boundary IoU (matches @0.5)={_f(overall['boundary_iou'])}")
+        for r in result.rows:
+            typer.echo(f"  {r['class']:>3d} {r['name']:>14s}: AP={_f(r['ap'])}  AP50={_f(r['ap50'])}  "
+                       f"AP75={_f(r['ap75'])}  [ref={r['ref_instances']} pred={r['pred_instances']} "
+                       f"matched@0.5={r['matched50']}]")
+        return
+    from medseg.evaluation.panoptic import evaluate_panoptic
+
+    presult = evaluate_panoptic(pred, ref, out, class_names=names)
+    typer.echo(f"evaluated {presult.summary['images']} image(s) (panoptic); wrote "
+               f"{', '.join(str(f) for f in presult.files)}")
+    warn_unmatched(presult.unmatched_references, presult.unmatched_predictions)
+    for group in ("all", "things", "stuff"):
+        g = presult.summary[group]
+        typer.echo(f"  {group:>6s}: PQ={_f(g['pq'])}  SQ={_f(g['sq'])}  RQ={_f(g['rq'])}  (classes: {g['n']})")
+    for r in presult.rows:
+        typer.echo(f"  {r['class']:>3d} {r['name']:>14s}: PQ={_f(r['pq'])}  SQ={_f(r['sq'])}  RQ={_f(r['rq'])}  "
+                   f"[TP={r['tp']} FP={r['fp']} FN={r['fn']}{' thing' if r['isthing'] else ' stuff'}]")
 
 
 def predict_images(

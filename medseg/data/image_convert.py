@@ -31,7 +31,7 @@ from medseg.io.images import files_by_stem, save_mask
 from medseg.io.tables import write_json
 
 PALETTES = ("voc", "cityscapes")
-TARGETS = ("index",)  # what convert-images writes; instance/YOLO sources come with --from later
+TARGETS = ("index",)  # what colour-mask conversion writes; instance datasets: medseg.data.instance_convert
 REPORT = "conversion.json"
 _TOP_COLOURS = 5  # unknown colours listed per file
 

@@ -60,8 +60,6 @@ def mask_ap(
         because precision and recall are undefined.
     """
     from pycocotools import mask as mask_utils
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
 
     if not len(preds) == len(scores) == len(refs):
         raise InputError(f"got {len(preds)} predictions, {len(scores)} score maps, {len(refs)} references")
@@ -89,14 +87,27 @@ def mask_ap(
                         raise InputError(f"image {n}: no score for predicted instance {inst}")
                     ann.update(score=float(score[inst]))
                 out.append(ann)
-    coco_gt = COCO()
-    coco_gt.dataset = {"images": images, "annotations": gts, "categories": [{"id": c} for c in sorted(cats | {1})]}
+    gt = {"images": images, "annotations": gts, "categories": [{"id": c} for c in sorted(cats | {1})]}
+    ev = run_cocoeval(gt, dts, max_detections=max_detections)
+    return coco_stats(ev)
+
+
+def run_cocoeval(gt: Mapping[str, Any], results: Sequence[Mapping[str, Any]], *, max_detections: int = 100) -> Any:
+    """pycocotools' ``COCOeval(iouType="segm")`` on a ground-truth dict and a result list: evaluated,
+    accumulated and summarised (its printout goes to the debug log). Returns the ``COCOeval``."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
+        coco_gt = COCO()
+        coco_gt.dataset = dict(gt)
         coco_gt.createIndex()
-        coco_dt = coco_gt.loadRes(dts) if dts else COCO()
-        if not dts:
-            coco_dt.dataset = {"images": images, "annotations": [], "categories": coco_gt.dataset["categories"]}
+        if results:
+            coco_dt = coco_gt.loadRes([dict(r) for r in results])
+        else:
+            coco_dt = COCO()
+            coco_dt.dataset = {"images": gt["images"], "annotations": [], "categories": gt["categories"]}
             coco_dt.createIndex()
         ev = COCOeval(coco_gt, coco_dt, iouType="segm")
         ev.params.maxDets = [1, 10, max_detections]
@@ -104,6 +115,11 @@ def mask_ap(
         ev.accumulate()
         ev.summarize()
     log.debug("pycocotools:\n%s", buffer.getvalue())
+    return ev
+
+
+def coco_stats(ev: Any) -> dict[str, float]:
+    """``COCOeval.stats`` by name (:data:`COCO_STAT_NAMES`); COCO's -1 (undefined) becomes NaN."""
     return {name: (float(v) if v >= 0 else float("nan")) for name, v in zip(COCO_STAT_NAMES, ev.stats)}
 
 
@@ -150,4 +166,111 @@ def panoptic_quality(
     return {"pq": float(sum(ious) / denom), "sq": sq, "rq": float(tp / denom), "tp": tp, "fp": fp, "fn": fn}
 
 
-__all__ = ["mask_ap", "panoptic_quality", "COCO_STAT_NAMES"]
+#: the panoptic id of unlabeled pixels (panopticapi's VOID); category 0 marks labeled but unscored segments
+VOID = 0
+
+
+def panoptic_stats(
+    pred: np.ndarray,
+    pred_segments: Mapping[int, int],
+    ref: np.ndarray,
+    ref_segments: Mapping[int, tuple[int, bool]],
+) -> dict[int, dict[str, float]]:
+    """Per-category PQ counts of one image, following panopticapi's ``pq_compute_single_core``.
+
+    Args:
+        pred: ``[H, W]`` predicted segment ids; :data:`VOID` (0) pixels are unlabeled.
+        pred_segments: predicted segment id -> category id.
+        ref: ``[H, W]`` reference segment ids; 0 is VOID (unlabeled, ignored).
+        ref_segments: reference segment id -> ``(category id, iscrowd)``.
+
+    A segment of category 0 is labeled but never scored (e.g. the background of a things-only
+    reference: predictions on it are false positives, unlike predictions on VOID).
+    Matching: same category, reference not crowd, ``IoU > 0.5`` where the union leaves out the
+    prediction's pixels on reference VOID. An unmatched prediction is a false positive unless more
+    than half of it lies on VOID or on crowd regions of its category. Unmatched non-crowd
+    references are false negatives.
+
+    Returns:
+        ``{category: {"tp", "fp", "fn", "iou"}}`` (``iou``: the sum over matches).
+
+    Raises:
+        InputError: shapes differ, or a segment id in a map is missing from its table.
+    """
+    p, r = np.asarray(pred, np.int64), np.asarray(ref, np.int64)
+    if p.shape != r.shape:
+        raise InputError(f"prediction shape {p.shape} differs from reference shape {r.shape}")
+    for arr, table, side in ((p, pred_segments, "prediction"), (r, ref_segments, "reference")):
+        unknown = sorted(set(np.unique(arr).tolist()) - set(table) - {VOID})
+        if unknown:
+            raise InputError(f"{side}: segment id(s) {unknown[:10]} are in the map but not in its segment list")
+    area_p = dict(zip(*(v.tolist() for v in np.unique(p, return_counts=True))))
+    area_r = dict(zip(*(v.tolist() for v in np.unique(r, return_counts=True))))
+    base = int(p.max(initial=0)) + 1
+    pairs, inter = np.unique(r.ravel() * base + p.ravel(), return_counts=True)
+    overlap = {(int(k) // base, int(k) % base): int(n) for k, n in zip(pairs.tolist(), inter.tolist())}
+    stats: dict[int, dict[str, float]] = {}
+
+    def cat(c: int) -> dict[str, float]:
+        return stats.setdefault(c, {"tp": 0, "fp": 0, "fn": 0, "iou": 0.0})
+
+    matched_r, matched_p = set(), set()
+    for (ri, pi), n in overlap.items():
+        if ri == VOID or pi == VOID or ri not in ref_segments or pi not in pred_segments:
+            continue
+        r_cat, crowd = ref_segments[ri]
+        if crowd or r_cat != pred_segments[pi] or r_cat == 0:
+            continue
+        union = area_p[pi] + area_r[ri] - n - overlap.get((VOID, pi), 0)
+        iou = n / union
+        if iou > 0.5:
+            cat(r_cat)["tp"] += 1
+            cat(r_cat)["iou"] += iou
+            matched_r.add(ri)
+            matched_p.add(pi)
+    crowd_of: dict[int, set[int]] = {}
+    for ri, (c, crowd) in ref_segments.items():
+        if crowd:
+            crowd_of.setdefault(c, set()).add(ri)
+        elif ri not in matched_r and c != 0 and ri in area_r:
+            cat(c)["fn"] += 1
+    for pi, c in pred_segments.items():
+        if pi in matched_p or c == 0 or pi not in area_p:
+            continue
+        ignored = overlap.get((VOID, pi), 0) + sum(overlap.get((ri, pi), 0) for ri in crowd_of.get(c, ()))
+        if ignored / area_p[pi] > 0.5:
+            continue
+        cat(c)["fp"] += 1
+    return stats
+
+
+def panoptic_summary(stats: Mapping[int, Mapping[str, float]], things: set[int] | frozenset[int],
+                     categories: Sequence[int] | None = None) -> dict[str, Any]:
+    """PQ, SQ, RQ per category and averaged over All, Things and Stuff (panopticapi's ``pq_average``).
+
+    Per category ``PQ = sum IoU / (TP + FP/2 + FN/2)``, ``SQ = sum IoU / TP`` (0 without TP),
+    ``RQ = TP / (TP + FP/2 + FN/2)``; a category with no TP, FP or FN is left out of the averages
+    (its values are NaN), the averages are plain means over the remaining categories (NaN when none).
+    """
+    cats = sorted(set(categories) if categories is not None else set(stats))
+    per: dict[int, dict[str, float]] = {}
+    for c in cats:
+        s = stats.get(c, {"tp": 0, "fp": 0, "fn": 0, "iou": 0.0})
+        denom = s["tp"] + 0.5 * s["fp"] + 0.5 * s["fn"]
+        nan = float("nan")
+        per[c] = {"pq": s["iou"] / denom if denom else nan,
+                  "sq": (s["iou"] / s["tp"] if s["tp"] else 0.0) if denom else nan,
+                  "rq": s["tp"] / denom if denom else nan,
+                  "tp": int(s["tp"]), "fp": int(s["fp"]), "fn": int(s["fn"]), "isthing": c in things}
+    groups: dict[str, dict[str, float]] = {}
+    members = {"all": set(cats), "things": set(cats) & set(things), "stuff": set(cats) - set(things)}
+    for name, group in members.items():
+        rows = [per[c] for c in cats if c in group and per[c]["pq"] == per[c]["pq"]]
+        groups[name] = {k: (float(np.mean([row[k] for row in rows])) if rows else float("nan"))
+                        for k in ("pq", "sq", "rq")}
+        groups[name]["n"] = len(rows)
+    return {"per_class": per, **groups}
+
+
+__all__ = ["mask_ap", "run_cocoeval", "coco_stats", "panoptic_quality", "panoptic_stats", "panoptic_summary", "VOID",
+           "COCO_STAT_NAMES"]
