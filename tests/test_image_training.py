@@ -246,3 +246,27 @@ def test_train_resume_and_slide_prediction_cli(shapes_root, tmp_path):
     bad = CliRunner().invoke(app, ["predict-images", "-m", str(run), "-i", str(shapes_root / "images"),
                                    "-o", str(tmp_path / "pred2"), "--mode", "slide", "--window", "40x40"])
     assert isinstance(bad.exception, ConfigError) and "multiple" in str(bad.exception)  # main() -> exit 2
+
+
+@pytest.mark.parametrize("fmt", ["image_folder", "cityscapes", "ade20k", "voc", "coco_stuff164k"])
+def test_medseg_train_reads_each_layout(fmt, tmp_path):
+    """``medseg train`` (the CLI) on a tiny dataset of each layout: classes from the layout, its own split."""
+    from typer.testing import CliRunner
+
+    from medseg.cli.main import app
+    from tests.test_image_datasets import BUILDERS, EXPECTED
+
+    root = BUILDERS[fmt](tmp_path / "data")
+    classes, (_, n_val, _), _ = EXPECTED[fmt]
+    cfg = _config(tmp_path, root, "segformer", max_steps=2, max_epochs=1, iterations_per_epoch=2)
+    del cfg["model"]["config"]["out_channels"]  # from the layout's labels
+    path = tmp_path / "pipeline.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(cfg))
+    result = CliRunner().invoke(app, ["train", str(path), "-o", str(tmp_path / "run")])
+    assert result.exit_code == 0, (result.output, result.exception)
+    info = json.loads((tmp_path / "run" / "export" / "model.json").read_text())
+    assert len(info["labels"]) == classes and info["model"]["config"]["out_channels"] == classes
+    assert info["dataset"]["format"] == fmt and len(info["training"]["val_images"]) == n_val
+    assert info["dataset"]["reduce_zero_label"] == (fmt == "ade20k")

@@ -42,3 +42,37 @@ def test_model_set_merges_in_declared_order_with_overlap_rule(tmp_path):
             expected = np.where(mb > 0, mb, ma)
         np.testing.assert_array_equal(merged, expected)
         assert ((ma > 0) & (mb > 0)).any()  # the rule was exercised
+
+
+def test_batch_runs_a_model_set_loading_it_once_per_worker(tmp_path):
+    """``medseg batch`` with a model set: every study segmented with the merged labels, the set (and so each
+    member) loaded once per worker process."""
+    from medseg.batch.runner import run_batch
+    from medseg.inference.factory import load_segmenter
+    from medseg.io import load, save
+
+    plans = make_plans("3d_fullres", spacing=[1.0, 1.0, 1.0], patch=[16, 16, 16])
+    a = make_model_folder(tmp_path / "a", plans, dataset({"background": 0, "liver": 1}), "3d_fullres")
+    b = make_model_folder(tmp_path / "b", plans, dataset({"background": 0, "spleen": 1}), "3d_fullres", seed=5)
+    from typer.testing import CliRunner
+
+    from medseg.cli.main import app
+
+    model_set = tmp_path / "set"
+    result = CliRunner().invoke(app, ["import", "model-set", str(a), str(b), "--output", str(model_set)])
+    assert result.exit_code == 0, result.output
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    volumes = {f"case_{i}": phantom(shape=(20, 18, 17), seed=i) for i in range(2)}
+    for name, vol in volumes.items():
+        save(vol, studies / f"{name}.nii.gz")
+    out = run_batch(model_set, studies, tmp_path / "out", workers=1, formats=("nifti",), report=False,
+                    device="cpu")
+    assert sorted(r["status"] for r in out.records) == ["ok"] * 2
+    assert {r["worker"]["model_loads"] for r in out.records} == {1}
+    assert len({r["worker"]["pid"] for r in out.records}) == 1
+    direct = load_segmenter(model_set, device="cpu")
+    for record in out.records:
+        name = record["study_id"]
+        written = load(tmp_path / "out" / record["outputs"]["nifti"]["path"]).array
+        np.testing.assert_array_equal(written, direct.predict(volumes[name]).array)
