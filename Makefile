@@ -14,12 +14,13 @@ export TRANSFORMERS_OFFLINE := 1
 export YOLO_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: demo test bench install apt-deps clean help
+.PHONY: demo test bench fuzz install apt-deps clean help
 
 help:
 	@echo "make demo   - synthetic CT cohort -> train -> batch segment -> evaluate -> report"
 	@echo "make test   - run the whole test suite"
 	@echo "make bench  - run the benchmarks under benchmarks/"
+	@echo "make fuzz   - mutation fuzz of medseg.io.load (FUZZ_COUNT mutants, default 2000; prints the outcome table)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +71,11 @@ demo: $(INSTALLED)
 
 bench: $(INSTALLED) apt-deps
 	@for script in benchmarks/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+FUZZ_COUNT ?= 2000
+FUZZ_SEED ?= 1
+fuzz: $(INSTALLED)
+	$(PY) -m tests.fuzz.fuzz --count $(FUZZ_COUNT) --seed $(FUZZ_SEED) --timeout 20 --keep fuzz-findings
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache

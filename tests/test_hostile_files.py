@@ -155,3 +155,43 @@ def test_volume_nan_affine_message_has_the_file_when_loaded(tmp_path):
     # the bare Volume check has no file name; medseg.io.load adds it
     with pytest.raises(InputError, match="affine contains NaN"):
         Volume(np.zeros((2, 2, 2)), np.full((4, 4), np.nan))
+
+
+@pytest.mark.parametrize("code", [30, 28])
+def test_read_only_or_full_disk_is_one_line_medseg_error_exit_2(tmp_path, monkeypatch, capsys, code):
+    import errno
+    import sys
+    import tempfile
+
+    from medseg.cli.main import main
+    from medseg.errors import MedsegError
+    from medseg.io import save
+
+    src = _nifti(tmp_path / "in.nii", np.zeros((4, 4, 4), np.int16), np.eye(4))
+
+    def refuse(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(MedsegError, match="out.nii.gz: cannot write") as info:
+        save(load(src), tmp_path / "out.nii.gz")
+    assert isinstance(info.value, OSError) and info.value.errno in (errno.EROFS, errno.ENOSPC)
+    monkeypatch.setattr(sys, "argv", ["medseg", "convert", "-i", str(src), "-o", str(tmp_path / "o.nrrd")])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "o.nrrd: cannot write" in err and "\n" not in err and "Traceback" not in err
+
+
+def test_predict_checks_its_input_before_importing_torch(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; from medseg.cli.main import main; sys.argv = ['medseg', 'predict', '-m', sys.argv[1], "
+            "'-i', sys.argv[2], '-o', sys.argv[3]]\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    print('torch' in sys.modules, e.code)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "model"), str(tmp_path / "missing.nii.gz"),
+                          str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["False", "2"], out.stdout + out.stderr
+    assert "missing.nii.gz: no such file" in out.stderr

@@ -168,25 +168,37 @@ def _dicom_studies(root: Path, candidates: list[Path]) -> tuple[list[Study], set
 
     found = scan(candidates, strict=False, skip_unreadable=True)
     by_uid: dict[str, list[Any]] = defaultdict(list)
+    no_uid: dict[Path, None] = {}
     for f in found.frames:
         if f.series_uid:
             by_uid[f.series_uid].append(f)
         else:
-            log.warning("skipping %s: no SeriesInstanceUID", f.path)
+            no_uid.setdefault(f.path)
     picked = [s for uid in sorted(by_uid) for c in _copies(by_uid[uid]) if (s := _dicom_study(c))]
+    # a damaged file beside a series may be its first or last slice: it goes with the series of its folder,
+    # so that loading names it instead of giving a volume one slice shorter
+    unreadable: dict[Path, list[str]] = defaultdict(list)
+    for path, reason in found.skipped:
+        if reason == "unreadable DICOM":
+            unreadable[path.parent].append(str(path))
     dicom_folders = {f.path.parent for f in found.frames}
     per_folder: dict[Path, int] = defaultdict(int)
     for folder, _ in picked:
         per_folder[folder] += 1
     studies = []
     for folder, info in picked:
-        files = sorted({str(f.path) for f in info.frames})
+        files = sorted({str(f.path) for f in info.frames} | set(unreadable.get(folder, ())))
         rel = folder.relative_to(root).as_posix() if folder != root else root.name
         if per_folder[folder] > 1:
             rel = f"{rel}__{_short_hash(root, files)}"
         desc = " ".join(x for x in (info.modality, info.description) if x)
         studies.append(Study(study_id=_safe_id(rel), kind="dicom", path=str(folder), files=tuple(files),
                              series_uid=info.series_uid, description=desc))
+    for path in no_uid:  # recorded as a study of its own (loaded as one file), never dropped unseen
+        log.warning("%s: no SeriesInstanceUID; it becomes a study of its own", path)
+        rel = path.relative_to(root).as_posix()
+        studies.append(Study(study_id=_safe_id(rel), kind="dicom", path=str(path), files=(str(path),),
+                             description="DICOM file without SeriesInstanceUID"))
     return studies, dicom_folders
 
 

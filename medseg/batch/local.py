@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection, wait
@@ -49,6 +50,20 @@ def _worker_main(conn: Connection, func: StudyFunc, config: WorkerConfig) -> Non
         conn.send(func(task, config))
 
 
+#: default per-study wall limit in seconds (a study that blocks or loops is stopped and recorded)
+DEFAULT_STUDY_TIMEOUT_S = 3600.0
+
+
+def timeout_record(study: Study, seconds: float, attempts: int, stage: str | None = None) -> dict[str, Any]:
+    """The manifest record of a study stopped at the per-study wall limit."""
+    where = f" (last stage: {stage})" if stage else ""
+    return {
+        "study_id": study.study_id, "input": study.path, "kind": study.kind, "series_uid": study.series_uid,
+        "status": "failed", "error": {"type": "StudyTimeout", "message": f"timed out after {seconds:g} s{where}"},
+        "timings_s": {}, "outputs": {}, "metrics": None, "attempts": attempts,
+    }
+
+
 def lost_record(study: Study, reason: str, attempts: int) -> dict[str, Any]:
     """The manifest record of a study whose worker died on every attempt."""
     return {
@@ -65,6 +80,7 @@ class _Slot:
         self.process.start()
         child.close()
         self.study: Study | None = None
+        self.started = 0.0
 
     def stop(self) -> None:
         try:
@@ -85,6 +101,7 @@ def run_local(
     workers: int = 1,
     max_retries: int = 2,
     func: StudyFunc = process_study,
+    study_timeout: float | None = DEFAULT_STUDY_TIMEOUT_S,
 ) -> Iterator[dict[str, Any]]:
     """Process ``studies`` on ``workers`` local processes; yields records as studies finish.
 
@@ -94,6 +111,9 @@ def run_local(
         workers: number of worker processes (each holds one model).
         max_retries: how many times a study is re-queued after its worker died.
         func: the per-study function (a module-level function, picklable).
+        study_timeout: wall limit of one study in seconds (None: no limit); a study past it has
+            its worker killed and replaced, and is recorded ``failed: timed out after N s``
+            (not retried), while the other studies go on.
     """
     if not studies:
         return
@@ -106,9 +126,27 @@ def run_local(
             _assign(slot, queue, attempts)
         while any(slot.study is not None for slot in slots):
             busy = [s for s in slots if s.study is not None]
-            ready = wait([s.conn for s in busy] + [s.process.sentinel for s in busy])
+            wait_s = None
+            if study_timeout is not None:
+                wait_s = max(0.0, min(s.started + study_timeout for s in busy) - time.monotonic())
+            ready = wait([s.conn for s in busy] + [s.process.sentinel for s in busy], timeout=wait_s)
             for n, slot in enumerate(slots):
                 if slot.study is None:
+                    continue
+                if (study_timeout is not None and slot.conn not in ready
+                        and time.monotonic() - slot.started >= study_timeout):
+                    study = slot.study
+                    log.warning("study %s timed out after %g s; stopping worker %d", study.study_id, study_timeout,
+                                slot.process.pid)
+                    slot.process.kill()
+                    slot.process.join()
+                    slot.conn.close()
+                    slot.study = None
+                    yield timeout_record(study, study_timeout, attempts[study.study_id],
+                                         _last_stage(config, slot.process.pid))
+                    if queue:
+                        slots[n] = _Slot(ctx, func, config)
+                        _assign(slots[n], queue, attempts)
                     continue
                 if slot.conn in ready or slot.conn.poll():
                     try:
@@ -129,8 +167,11 @@ def run_local(
                                 study.study_id)
                     slot.study = None
                     slot.conn.close()
+                    stage = _last_stage(config, slot.process.pid)
                     if attempts[study.study_id] > max_retries:
-                        yield lost_record(study, f"worker process died (exit code {code})", attempts[study.study_id])
+                        where = f" in stage {stage} on {study.path}" if stage else f" on {study.path}"
+                        yield lost_record(study, f"worker process died (exit code {code}){where}",
+                                          attempts[study.study_id])
                     else:
                         queue.appendleft(study)
                     if queue:
@@ -139,6 +180,23 @@ def run_local(
     finally:
         for slot in slots:
             slot.stop() if slot.process.is_alive() else slot.conn.close()
+            _last_stage(config, slot.process.pid)  # remove the note of a worker that ended normally
+
+
+def _last_stage(config: Any, pid: int | None) -> str | None:
+    """The stage a dead worker noted last (and the note removed), or None."""
+    out = getattr(config, "output_dir", None)
+    if out is None or pid is None:
+        return None
+    from medseg.batch.worker import stage_file
+
+    path = stage_file(out, pid)
+    try:
+        stage = path.read_text().strip() or None
+        path.unlink()
+    except OSError:
+        return None
+    return stage
 
 
 def _assign(slot: _Slot, queue: deque[Study], attempts: dict[str, int]) -> None:
@@ -147,10 +205,11 @@ def _assign(slot: _Slot, queue: deque[Study], attempts: dict[str, int]) -> None:
     study = queue.popleft()
     attempts[study.study_id] = attempts.get(study.study_id, 0) + 1
     slot.study = study
+    slot.started = time.monotonic()
     try:
         slot.conn.send(study)
     except (BrokenPipeError, OSError):  # the worker died while idle: its sentinel reports it, the study is re-queued
         log.debug("worker %s gone before it received %s", slot.process.pid, study.study_id)
 
 
-__all__ = ["run_local", "lost_record", "StudyFunc"]
+__all__ = ["run_local", "lost_record", "timeout_record", "StudyFunc", "DEFAULT_STUDY_TIMEOUT_S"]

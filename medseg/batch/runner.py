@@ -134,6 +134,7 @@ def run_batch(
     device: str | None = None,
     tta: bool = False,
     max_retries: int = 2,
+    study_timeout: float | None = 3600.0,
     report: bool = True,
     on_start: Callable[[int, int], None] | None = None,
     on_record: RecordCallback | None = None,
@@ -160,6 +161,8 @@ def run_batch(
         device: torch device for the workers (default: CUDA when available).
         tta: mirror test-time augmentation.
         max_retries: re-runs of a study whose worker process died, before it is recorded as lost.
+        study_timeout: wall limit of one study in seconds (local backend; None: no limit); a study
+            past it is recorded ``failed`` with ``timed out after N s`` and the batch goes on.
         report: write ``report.html`` at the end.
         on_start: called with ``(studies to run, studies skipped)`` before processing.
         on_record: called with each record as it is written.
@@ -183,6 +186,10 @@ def run_batch(
         raise ConfigError("--scheduler needs --backend dask")
     if workers < 1:
         raise ConfigError(f"workers must be at least 1, got {workers}")
+    if not isinstance(max_retries, int) or max_retries < 0:
+        raise ConfigError(f"max_retries must be 0 or more, got {max_retries}")
+    if study_timeout is not None and not (study_timeout > 0 and study_timeout < float("inf")):
+        raise ConfigError(f"study_timeout must be a positive number of seconds, got {study_timeout}")
     model_path, out = Path(model), Path(output_dir)
     model_info = _check_model(model_path, Path(prompt_model) if prompt_model else None,
                               Path(prompt_masks) if prompt_masks else None)
@@ -218,8 +225,9 @@ def run_batch(
     result = BatchResult(output_dir=out, total=len(studies), skipped=len(done))
     start = time.perf_counter()
     for record in _backend(backend)(todo, config, workers=workers, max_retries=max_retries, func=func,
-                                    **({"scheduler": scheduler} if backend == "dask" else {})):
-        append_record(manifest, record)
+                                    **({"scheduler": scheduler} if backend == "dask" else
+                                       {"study_timeout": study_timeout})):
+        record = append_or_note(manifest, record)
         result.records.append(record)
         if on_record is not None:
             on_record(record)
@@ -234,6 +242,18 @@ def run_batch(
 
         result.report = write_report(out)
     return result
+
+
+def append_or_note(manifest: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """Append ``record`` to the manifest; when that fails (disk full, read-only), log one line and return
+    the record with ``manifest_error`` set: a failed append never ends the run."""
+    try:
+        append_record(manifest, record)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        log.error("%s: cannot append the record of %s (%s)", manifest, record.get("study_id"), reason)
+        return {**record, "manifest_error": f"{manifest}: {reason}"}
+    return record
 
 
 def _backend(name: str) -> Callable[..., Any]:

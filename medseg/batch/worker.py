@@ -233,6 +233,18 @@ def _set_threads(config: WorkerConfig) -> None:
         _STATE["threads_set"] = True
 
 
+def stage_file(output_dir: str | os.PathLike[str], pid: int) -> Path:
+    """Where worker ``pid`` notes the stage it is in, so that its death can be reported with it."""
+    return Path(output_dir) / f".worker-{pid}.stage"
+
+
+def _note_stage(config: WorkerConfig, stage: str) -> None:
+    try:
+        stage_file(config.output_dir, os.getpid()).write_text(stage)
+    except OSError:  # a note for the report only
+        pass
+
+
 def process_study(study: Study, config: WorkerConfig) -> dict[str, Any]:
     """Segment one study and write its outputs; returns its manifest record (never raises for study errors).
 
@@ -256,6 +268,7 @@ def process_study(study: Study, config: WorkerConfig) -> dict[str, Any]:
         if study_dir.exists():  # stale files of an interrupted attempt are never reported as outputs
             shutil.rmtree(study_dir)
         study_dir.mkdir(parents=True)
+        _note_stage(config, 'model_load')
         predictor, timings["model_load"] = get_predictor(config)
         record["model_sha256"] = getattr(predictor, "model_sha256", None)
         names = foreground_names(predictor)
@@ -263,6 +276,7 @@ def process_study(study: Study, config: WorkerConfig) -> dict[str, Any]:
         from medseg.io import load
 
         t = time.perf_counter()
+        _note_stage(config, 'load')
         volume = load(study.load_arg)
         timings["load"] = time.perf_counter() - t
         record["series_uid"] = volume.meta.get("series_uid", study.series_uid)
@@ -270,12 +284,14 @@ def process_study(study: Study, config: WorkerConfig) -> dict[str, Any]:
                            "orientation": volume.orientation}
 
         t = time.perf_counter()
+        _note_stage(config, 'predict')
         labels = predictor.predict(volume, **_prompt_labels(study, config))
         timings["predict"] = time.perf_counter() - t
         record["predict_stages_s"] = {k: round(float(v), 4) for k, v in getattr(predictor, "last_timings", {}).items()}
         if not labels.same_grid(volume):
             raise MedsegError(f"prediction grid {labels.spatial_shape} differs from the input's {volume.spatial_shape}")
 
+        _note_stage(config, 'write_outputs')
         written = write_outputs(labels, volume, study_dir, names=OutputNames.plain(),
                                 formats=resolve_formats(volume, config.formats, strict=False), label_names=names,
                                 overlay=config.overlays, title=study.study_id, keep_going=True)
@@ -298,7 +314,7 @@ def process_study(study: Study, config: WorkerConfig) -> dict[str, Any]:
         record["labels_present"] = sorted(names.get(v, str(v)) for v in present)
         record["status"] = "ok"
     except Exception as exc:  # a study's failure is recorded, never raised
-        message = str(exc) or type(exc).__name__
+        message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
         record["error"] = {"type": type(exc).__name__, "message": message}
         if not isinstance(exc, MedsegError):
             record["error"]["traceback"] = traceback.format_exc(limit=-4)
@@ -311,4 +327,4 @@ def process_study(study: Study, config: WorkerConfig) -> dict[str, Any]:
     return record
 
 
-__all__ = ["WorkerConfig", "process_study", "get_predictor", "find_reference", "result_key", "FORMATS"]
+__all__ = ["WorkerConfig", "process_study", "stage_file", "get_predictor", "find_reference", "result_key", "FORMATS"]

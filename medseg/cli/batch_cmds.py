@@ -50,7 +50,12 @@ def batch(
     formats: str = typer.Option("nifti,dicomseg", "--formats", help="Comma-separated: nifti, dicomseg (DICOM inputs only)."),
     device: Optional[str] = typer.Option(None, "--device", help="torch device (default: CUDA when available)."),
     tta: bool = typer.Option(False, "--tta", help="Mirror test-time augmentation."),
-    max_retries: int = typer.Option(2, "--max-retries", help="Re-runs of a study whose worker died, before 'lost'."),
+    max_retries: int = typer.Option(2, "--max-retries", min=0,
+                                    help="Re-runs of a study whose worker died, before 'lost' (0 or more)."),
+    study_timeout: float = typer.Option(
+        3600.0, "--study-timeout", min=1.0, max=1e7,
+        help="Seconds one study may take (local backend); past it the study is recorded 'failed: timed out' "
+             "and the batch goes on."),
     prompt_model: Optional[Path] = PROMPT_MODEL_OPTION,
     prompt_masks: Optional[Path] = typer.Option(
         None, "--prompt-masks", help="SAM2 --model only: folder of per-study prompt label maps (named like references)."),
@@ -100,7 +105,7 @@ def batch(
     console = Console(stderr=True)
     options = dict(workers=workers, backend=backend, scheduler=scheduler, resume=resume, reference_dir=reference,
                    formats=[f.strip() for f in formats.split(",") if f.strip()], device=device, tta=tta,
-                   max_retries=max_retries, prompt_model=prompt_model, prompt_masks=prompt_masks,
+                   max_retries=max_retries, study_timeout=study_timeout, prompt_model=prompt_model, prompt_masks=prompt_masks,
                    prompt_kind=prompt_kind, sam_mode=sam_mode, sam_config=sam_config, image_size=image_size)
     if pacs is not None:
         _pacs_batch(console, model, pacs, output, where=where, series=series, series_file=series_file, push=push,

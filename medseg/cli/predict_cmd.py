@@ -48,6 +48,7 @@ def predict(
     """
     input = pick(INPUT_NAMES, input, ("INPUT", input_arg))
     output_dir = pick(OUTPUT_NAMES, output, ("OUTPUT", output_arg))
+    _check_input(input)  # before torch is imported and the model loaded
     from medseg.inference.factory import PromptSettings, load_segmenter
     from medseg.inference.outputs import parse_formats, predict_to_files
 
@@ -64,6 +65,20 @@ def predict(
         typer.echo(f"{kind:14s} {path}")
     t = record["timings_s"]
     typer.echo(f"done in {t['total']:.2f} s (network {t.get('network_s', 0.0):.2f} s)")
+
+
+def _check_input(path: Path) -> None:
+    """Refuse a missing input, or one that is neither a folder nor a regular file (a FIFO blocks)."""
+    import os
+
+    from medseg.errors import InputError
+
+    if not os.path.lexists(path):
+        raise InputError(f"{path}: no such file or folder")
+    if not path.is_dir():
+        from medseg.io import require_regular_file
+
+        require_regular_file(path)
 
 
 def register(app: typer.Typer) -> None:

@@ -8,11 +8,14 @@ would leave them ``0600``, unreadable to the group sharing a project folder).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+
+from medseg.errors import OutputError
 
 _UMASK_LOCK = threading.Lock()
 
@@ -36,6 +39,28 @@ def current_umask() -> int:
     return mask
 
 
+#: errno values of a write that no retry fixes: read-only file system, disk full, quota, permissions
+_WRITE_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+class WriteError(OutputError, OSError):
+    """A file could not be written (read-only folder, disk full, no permission): a medseg error with one
+    line naming the path, and still an ``OSError`` for callers that catch those."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def write_error(exc: OSError, path: str | os.PathLike[str]) -> OSError:
+    """``exc`` as a :class:`WriteError` naming ``path`` when its errno is one of the unfixable ones."""
+    if isinstance(exc, WriteError) or exc.errno not in _WRITE_ERRNOS:
+        return exc
+    what = {errno.EROFS: "read-only file system", errno.ENOSPC: "no space left on the device",
+            errno.EDQUOT: "disk quota exceeded", errno.EFBIG: "file too large"}.get(exc.errno or 0, "permission denied")
+    err = WriteError(exc.errno, f"{path}: cannot write ({what})")
+    return err
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], *, mode: int | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it onto ``path``.
@@ -50,15 +75,22 @@ def atomic_path(path: str | os.PathLike[str], *, mode: int | None = None) -> Ite
             ``open()`` would give (pass ``0o600`` for a file only the owner may read).
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(final.suffixes) or ".tmp"
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".partial{suffix}", dir=final.parent)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".partial{suffix}", dir=final.parent)
+    except OSError as exc:
+        raise write_error(exc, final) from exc
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
         os.chmod(tmp, (0o666 & ~current_umask()) if mode is None else mode)
         os.replace(tmp, final)
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise write_error(exc, final) from exc
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -87,4 +119,4 @@ def sha256_file(path: str | os.PathLike[str], *, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-__all__ = ["atomic_path", "current_umask", "write_bytes_atomic", "write_text_atomic", "sha256_file"]
+__all__ = ["atomic_path", "WriteError", "write_error", "current_umask", "write_bytes_atomic", "write_text_atomic", "sha256_file"]

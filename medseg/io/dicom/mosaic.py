@@ -81,8 +81,13 @@ def mosaic_layout(
     elif abs(abs(float(normal @ cross)) - 1.0) > 1e-3:
         normal = cross * np.sign(float(normal @ cross) or 1.0)
         warn.append("CSA SliceNormalVector is not perpendicular to the image plane; used the IOP normal")
-    step = ds.get("SpacingBetweenSlices") or ds.get("SliceThickness") or 1.0
-    positions = [tuple(float(v) for v in first + t * float(step) * normal) for t in range(n_images)]
+    try:
+        step = float(ds.get("SpacingBetweenSlices") or ds.get("SliceThickness") or 1.0)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError("MOSAIC: SpacingBetweenSlices/SliceThickness is not a number") from None
+    if not math.isfinite(step) or step <= 0:
+        raise InputError(f"MOSAIC: slice spacing {step:g} mm is not positive and finite")
+    positions = [tuple(float(v) for v in first + t * step * normal) for t in range(n_images)]
     return m, r, c, positions, warn
 
 

@@ -94,6 +94,25 @@ def list_series(folder: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     return group_series(scan(paths, strict=False).frames)
 
 
+def _refuse_odd_slices(series: list[SeriesInfo], real: list[SeriesInfo], where: str) -> None:
+    """A few images of a series in the main stack's plane but of another size (or sample count), not
+    marked LOCALIZER, are damaged slices of that stack: loading without them would give a shorter
+    volume, so they are an error naming the file."""
+    for main in real:
+        for other in series:
+            if other is main or other.series_uid != main.series_uid or len(other.frames) > 3 or \
+                    len(other.frames) >= len(main.frames) or any(f.is_localizer for f in other.frames):
+                continue
+            a, b = main.frames[0], other.frames[0]
+            if a.iop is None or b.iop is None or not np.allclose(a.iop, b.iop, atol=1e-3):
+                continue
+            raise InputError(
+                f"{other.frames[0].path}: image of {b.columns}x{b.rows} pixels ({b.samples_per_pixel} sample(s)) "
+                f"in the plane of series {main.series_uid}, whose {len(main.frames)} other images are "
+                f"{a.columns}x{a.rows} ({a.samples_per_pixel}): a damaged slice; repair or remove the file"
+            )
+
+
 def _choose(series: list[SeriesInfo], series_uid: str | None, where: str) -> tuple[SeriesInfo, str | None]:
     """The series to load and, when one stack of a multi-part series was picked, a note saying so."""
     if series_uid is not None:
@@ -106,6 +125,7 @@ def _choose(series: list[SeriesInfo], series_uid: str | None, where: str) -> tup
         real = [s for s in chosen if not s.localizer] or chosen
     else:
         real = [s for s in series if not s.localizer] or series
+    _refuse_odd_slices(series, real, where)
     if len(real) > 1 and len({s.series_uid for s in real}) == 1:
         best, note = main_stack(real)
         if best is not None:

@@ -479,6 +479,11 @@ def iter_files(folder: Path) -> list[Path]:
     return out
 
 
+#: what pydicom raises when a damaged element is converted on first use: ValueError, NotImplementedError
+#: (an unknown VR), its BytesLengthException and more; any of them, for one file's header attributes
+_MALFORMED = (Exception,)
+
+
 def scan(paths: Sequence[Path], *, strict: bool, use_fast: bool = True, skip_unreadable: bool = False) -> Scan:
     """Read the headers of ``paths``.
 
@@ -510,12 +515,26 @@ def scan(paths: Sequence[Path], *, strict: bool, use_fast: bool = True, skip_unr
                     log.warning("skipping %s", exc)
                 skipped.append((path, "unreadable DICOM" if claims else "not DICOM"))
                 continue
-        sop = sop_class_of(ds)
-        kind = is_non_image(sop)
-        if kind is not None:
-            skipped.append((path, kind))
+        try:
+            sop = sop_class_of(ds)
+            kind = is_non_image(sop)
+            if kind is not None:
+                skipped.append((path, kind))
+                continue
+            try:
+                found = frames_from_dataset(ds, path, offset, pixel_kind=pixel_kind)
+            except InputError:
+                raise
+            except _MALFORMED as exc:  # pydicom converts values lazily: a damaged element fails on first use
+                # the library's message may quote the element's value (patient data): only its type is kept
+                raise InputError(f"{path}: malformed DICOM header element ({type(exc).__name__} while reading "
+                                 "the image attributes)") from exc
+        except InputError as exc:
+            if not skip_unreadable:
+                raise
+            log.warning("skipping %s", exc)
+            skipped.append((path, "unreadable DICOM"))
             continue
-        found = frames_from_dataset(ds, path, offset, pixel_kind=pixel_kind)
         if not found:
             skipped.append((path, f"no pixel data ({ds.get('Modality', '?')})"))
             continue
