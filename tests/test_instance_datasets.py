@@ -21,6 +21,7 @@ from medseg.data.instance_datasets import (
     load_instance_dataset,
     polygons_to_mask,
     read_instances,
+    validate_instance_dataset,
 )
 from medseg.errors import ConfigError, InputError
 from medseg.io.images import read_mask
@@ -193,6 +194,10 @@ def test_bad_inputs_name_the_file(tmp_path: Path) -> None:
     (root / "instance_classes" / "im0.json").write_text(json.dumps({"1": 1, "2": 2}))
     with pytest.raises(InputError, match=r"instance_classes/im0\.json: instance id\(s\) \[3\] .* no class"):
         load_instance_dataset(root).items[0].read()
+    (root / "instance_classes" / "im1.json").write_text(json.dumps({"1": 1, "2": 5, "3": 1}))
+    listed = r"2 problem\(s\)[\s\S]*im0\.json: instance[\s\S]*im1\.png: class id\(s\) \[5\]"
+    with pytest.raises(InputError, match=listed):
+        validate_instance_dataset(load_instance_dataset(root))
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match=r"no instance dataset format recognised \(found: nothing\)"):
         detect_instance_format(tmp_path / "empty")

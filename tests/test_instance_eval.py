@@ -241,3 +241,60 @@ def test_evaluate_images_cli_instance_task(tmp_path: Path) -> None:
     bad = CliRunner().invoke(app, ["evaluate-images", "--pred", str(results), "--ref", str(gt), "-o",
                                    str(tmp_path / "x")])
     assert bad.exit_code != 0 and "--num-classes" in bad.output + str(bad.exception)
+
+
+def test_panoptic_from_predict_images_folder_against_instance_masks(tmp_path: Path) -> None:
+    """Things-only reference (instance_masks): background is labeled (not VOID), so a prediction on it is a false
+    positive; predict-images' <stem>_instances.png/.json read as the prediction."""
+    root = tmp_path / "ref"
+    for sub in ("images", "masks", "instance_classes"):
+        (root / sub).mkdir(parents=True)
+    ids = np.zeros((H, W), np.int64)
+    ids[_box(2, 12, 2, 14)] = 1  # cat, 120 px
+    ids[_box(20, 30, 20, 30)] = 2  # cat, 100 px
+    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(root / "images" / "a.png")
+    write_instance_png(root / "masks" / "a.png", ids)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    p = np.zeros((H, W), np.int64)
+    p[_box(2, 12, 2, 13)] = 1  # 110 px inside instance 1: IoU 110/120
+    p[_box(35, 40, 50, 60)] = 2  # 50 px on background: FP
+    write_instance_png(pred / "a_instances.png", p)
+    (pred / "a_instances.json").write_text(json.dumps({"instances": [{"id": 1, "class": 1, "score": 0.9},
+                                                                     {"id": 2, "class": 1, "score": 0.5}]}))
+    result = evaluate_panoptic(pred, root, tmp_path / "out")
+    cat = result.summary["classes"]["1"]
+    # TP 1 (IoU 11/12), FP 1, FN 1 (instance 2): PQ = (11/12) / (1 + 0.5 + 0.5)
+    assert (cat["tp"], cat["fp"], cat["fn"]) == (1, 1, 1)
+    assert cat["pq"] == pytest.approx(11 / 12 / 2) and cat["sq"] == pytest.approx(11 / 12)
+    assert result.summary["stuff"]["n"] == 0 and result.summary["things"]["pq"] == pytest.approx(11 / 24)
+
+
+def test_pq_equals_torchmetrics_where_the_prediction_has_no_void() -> None:
+    """torchmetrics' PanopticQuality on random maps (reference with VOID pixels, no crowd). Where the prediction
+    has VOID pixels torchmetrics departs from panopticapi: it also removes reference pixels on prediction VOID from
+    the union and skips FNs that lie mostly on prediction VOID; medseg follows panopticapi. (float32 there.)"""
+    torch = pytest.importorskip("torch")
+    from torchmetrics.detection import PanopticQuality
+
+    def scene(seed: int, void: bool) -> tuple[np.ndarray, np.ndarray]:
+        r = np.random.default_rng(seed)
+        cat, inst = np.full((H, W), 3), np.zeros((H, W), np.int64)
+        for k in range(1, 7):
+            y, x = r.integers(0, H - 12), r.integers(0, W - 12)
+            h, w = r.integers(5, 12, 2)
+            cat[y:y + h, x:x + w], inst[y:y + h, x:x + w] = 1, k
+        if void:
+            cat[r.random((H, W)) < 0.05] = 7
+        return cat, np.where(cat == 1, inst, 0)
+
+    for seed in range(3):
+        (pc, pi), (rc, ri) = scene(seed, False), scene(seed + 10, True)
+        pred, ref = np.where(pc == 7, 0, pc * 100 + pi), np.where(rc == 7, 0, rc * 100 + ri)
+        stats = panoptic_stats(pred, {int(i): int(i) // 100 for i in np.unique(pred) if i}, ref,
+                               {int(i): (int(i) // 100, False) for i in np.unique(ref) if i})
+        ours = panoptic_summary(stats, {1})["per_class"]
+        metric = PanopticQuality(things={1}, stuffs={3}, return_per_class=True, return_sq_and_rq=True)
+        theirs = metric(torch.tensor(np.stack([pc, pi], -1))[None], torch.tensor(np.stack([rc, ri], -1))[None])
+        for row, c in zip(theirs.tolist(), (1, 3)):
+            assert [ours[c]["pq"], ours[c]["sq"], ours[c]["rq"]] == pytest.approx(row, rel=1e-6), (seed, c)

@@ -627,3 +627,38 @@ def read_instance_prediction(png: str | os.PathLike[str], table: str | os.PathLi
 
 
 __all__ += ["PREDICTION_SUFFIX", "read_instance_prediction"]
+
+
+def validate_instance_dataset(ds: InstanceDataset) -> None:
+    """Decode every image's instances and raise one error listing every bad file.
+
+    Checks: what :func:`read_instances` refuses (unreadable masks, bad label lines, ids without a
+    class, undecodable segmentations), mask sizes that differ from the image's, class ids that are
+    not in ``ds.class_names``.
+
+    Raises:
+        InputError: one message, one line per problem (the first :data:`MAX_LISTED`, then a count).
+    """
+    problems: list[str] = []
+    for item in ds.items:
+        try:
+            instances = item.read()
+        except InputError as exc:
+            problems.append(str(exc))
+            continue
+        where = item.annotation or item.image
+        shapes = sorted({i.mask.shape for i in instances if i.mask.shape != item.size})
+        if shapes:
+            problems.append(f"{where}: masks of {shapes[0]} for an image of {item.size} (H, W)")
+        unknown = sorted({i.class_id for i in instances} - set(ds.class_names))
+        if unknown:
+            problems.append(f"{where}: class id(s) {unknown[:MAX_LISTED]} are not in the class names "
+                            f"({', '.join(map(str, sorted(ds.class_names)[:MAX_LISTED]))})")
+    if problems:
+        shown = problems[:MAX_LISTED] + ([f"... and {len(problems) - MAX_LISTED} more"]
+                                         if len(problems) > MAX_LISTED else [])
+        raise InputError(f"{ds.root}: {len(problems)} problem(s) in the {ds.format} dataset of {len(ds.items)} "
+                         "images:\n  " + "\n  ".join(shown))
+
+
+__all__ += ["validate_instance_dataset"]
