@@ -1,4 +1,4 @@
-"""nnU-Net v2 model folders: nnU-Net's own runner (nnUNetPredictor) vs medseg, one table.
+"""Published models: nnU-Net v2 folders (nnUNetPredictor) and a MONAI bundle (ConfigWorkflow) vs medseg.
 
 Two model folders are made with nnU-Net's own code (random weights, 3d_fullres, CT
 normalisation): a few classes and 24 classes; one synthetic CT (default 256x256x150 at
@@ -7,7 +7,12 @@ so the peak memory (VmHWM) is that run's alone. Times are split into preprocessi
 (reading included), network (sliding window) and export (back to the input grid and the
 NIfTI written). Labels are compared voxel by voxel.
 
-    python benchmarks/published_models.py [--shape 256 256 150] [--tta]
+A MONAI bundle (a MONAI UNet 16-32-64-128, 3 classes, random weights, ``Spacingd`` to 1.5x1.5x2 mm,
+``SlidingWindowInferer`` 96^3, ``Invertd`` + ``SaveImaged``) is run by MONAI's own ``ConfigWorkflow``
+(its ``run``: reading, preprocessing, network, inverting and saving; MONAI does not split them) and by
+medseg (``medseg import monai-bundle`` then the segmenter): total time, VmHWM, labels compared.
+
+    python benchmarks/published_models.py [--shape 256 256 150] [--tta] [--no-bundle]
 """
 
 from __future__ import annotations
@@ -59,6 +64,24 @@ def _make_ct(path: Path, shape: tuple[int, int, int]) -> Path:
     return save(Volume(arr, affine, {"modality": "CT"}), path)
 
 
+BUNDLE_NETWORK = {"_target_": "UNet", "spatial_dims": 3, "in_channels": 1, "out_channels": 3,
+                  "channels": [16, 32, 64, 128], "strides": [2, 2, 2], "num_res_units": 2, "norm": "@norm_kind"}
+
+
+def _make_bundle(root: Path, image: Path, out_dir: Path) -> tuple[Path, Path]:
+    """The bundle (MONAI's own config format, random weights) and its medseg import."""
+    import tests.test_monai_bundle as tb
+    from medseg.models.monai_bundle import import_bundle
+
+    tb.NETWORK_DEF = BUNDLE_NETWORK  # the test's bundle writer, with a network of realistic size
+    config = tb.inference_json(image, out_dir)
+    config["pixdim"] = [1.5, 1.5, 2.0]
+    config["inferer"] = {"_target_": "SlidingWindowInferer", "roi_size": [96, 96, 96], "sw_batch_size": 1,
+                         "overlap": 0.25}
+    bundle = tb.make_bundle(root, config)
+    return bundle, import_bundle(bundle, root / "medseg_export")
+
+
 def worker(runner: str, model: str, image: str, out: str, tta: bool) -> dict:
     """One run in this (fresh) process; returns timings, VmHWM and writes the labels to ``out``."""
     import numpy as np
@@ -88,6 +111,39 @@ def worker(runner: str, model: str, image: str, out: str, tta: bool) -> dict:
         labels = np.moveaxis(np.asarray(seg), (0, 1, 2), (2, 1, 0))
         t_exp = time.perf_counter()
         times = {"preprocess": t_pre - t_load, "network": t_net - t_pre, "export": t_exp - t_net}
+    elif runner == "monai":
+        from monai.bundle import ConfigWorkflow
+
+        bundle = Path(model)
+        workflow = ConfigWorkflow(config_file=str(bundle / "configs" / "inference.json"),
+                                  meta_file=str(bundle / "configs" / "metadata.json"), workflow_type="infer",
+                                  logging_file=False)
+        workflow.initialize()
+        t_load = time.perf_counter()
+        workflow.run()
+        workflow.finalize()
+        t_run = time.perf_counter()
+        from medseg.io import load
+
+        written = next(Path(out + "_monai").glob("*_seg.nii.gz"))
+        labels = np.asarray(load(written).array).reshape(load(image).spatial_shape)
+        times = {"preprocess": float("nan"), "network": float("nan"), "export": float("nan"), "run": t_run - t_load}
+    elif runner == "medseg_bundle":
+        from medseg.inference.monai_bundle import BundleSegmenter
+        from medseg.io import load, save
+
+        seg = BundleSegmenter.from_path(model, device="cpu")
+        t_load = time.perf_counter()
+        vol = load(image)
+        t_read = time.perf_counter()
+        result = seg.predict(vol)
+        t_pred = time.perf_counter()
+        save(result, out + ".nii.gz")
+        t_exp = time.perf_counter()
+        lt = seg.last_timings
+        times = {"preprocess": (t_read - t_load) + lt["preprocess_s"], "network": lt["network_s"],
+                 "export": lt["to_input_grid_s"] + (t_exp - t_pred), "run": t_exp - t_load}
+        labels = result.array
     else:
         from medseg.inference.nnunet import NnunetSegmenter
         from medseg.io import load, save
@@ -112,6 +168,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", type=int, nargs=3, default=[256, 256, 150])
     ap.add_argument("--tta", action="store_true")
+    ap.add_argument("--no-bundle", action="store_true", help="leave out the MONAI bundle rows")
     ap.add_argument("--worker", nargs=4, metavar=("RUNNER", "MODEL", "IMAGE", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -136,6 +193,17 @@ def main() -> None:
             res[runner]["labels"] = np.load(out + ".npy")
         agree = float((res["nnunet"]["labels"] == res["medseg"]["labels"]).mean())
         rows.append((name, res, agree))
+    bundle_row = None
+    if not args.no_bundle:
+        bundle, export = _make_bundle(tmp / "bundle", image, Path(str(tmp / "monai_bundle") + "_monai"))
+        res = {}
+        for runner, folder in (("monai", bundle), ("medseg_bundle", export)):
+            out = str(tmp / "monai_bundle")
+            cmd = [sys.executable, __file__, "--worker", runner, str(folder), str(image), out]
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+            res[runner] = json.loads(proc.stdout.strip().splitlines()[-1])
+            res[runner]["labels"] = np.load(out + ".npy")
+        bundle_row = (res, float((res["monai"]["labels"] == res["medseg_bundle"]["labels"]).mean()))
     load_after = os.getloadavg()
     print(f"CT {'x'.join(map(str, args.shape))} (1.5x1.5x2 mm), 3d_fullres at 3 mm, patch 64^3, 1 fold, "
           f"TTA {'on' if args.tta else 'off'}, CPU x{os.cpu_count()}")
@@ -150,6 +218,16 @@ def main() -> None:
             print(f"{name:<11} {runner:<7} {r['preprocess']:7.2f} {r['network']:7.2f} {r['export']:9.2f} "
                   f"{r['total']:8.2f} {r['vmhwm_mb']:9.0f} {ratio:9.2f} "
                   f"{(f'{agree * 100:.4f}%' if runner == 'medseg' else ''):>13}")
+    if bundle_row is not None:
+        res, agree = bundle_row
+        print("\nMONAI bundle (UNet 16-32-64-128, 3 classes, Spacingd 1.5x1.5x2 mm, sliding window 96^3, overlap 0.25)")
+        print(f"{'runner':<22} {'pre s':>7} {'net s':>7} {'export s':>9} {'run s':>7} {'total s':>8} {'VmHWM MB':>9} "
+              f"{'labels equal':>13}")
+        for runner, label in (("monai", "MONAI ConfigWorkflow"), ("medseg_bundle", "medseg")):
+            r = res[runner]
+            print(f"{label:<22} {r['preprocess']:7.2f} {r['network']:7.2f} {r['export']:9.2f} {r['run']:7.2f} "
+                  f"{r['total']:8.2f} {r['vmhwm_mb']:9.0f} "
+                  f"{(f'{agree * 100:.4f}%' if runner == 'medseg_bundle' else ''):>13}")
 
 
 if __name__ == "__main__":

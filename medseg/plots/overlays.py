@@ -12,6 +12,7 @@ Drawing is plain numpy + Pillow (matplotlib only supplies the colour table): abo
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -32,7 +33,10 @@ def _colors(n: int) -> np.ndarray:
 
 
 def _window(image: np.ndarray) -> tuple[float, float]:
-    finite = image[np.isfinite(image)]
+    """The 0.5-99.5 percentile window of the finite values (of a regular subsample past 2M values)."""
+    step = max(1, math.ceil((image.size / 2_000_000) ** (1 / max(image.ndim, 1))))
+    sample = np.asarray(image[(slice(None, None, step),) * image.ndim], dtype=np.float32)
+    finite = sample[np.isfinite(sample)]
     if finite.size == 0:
         return 0.0, 1.0
     sample = finite[:: max(1, finite.size // 200_000)]
@@ -52,7 +56,8 @@ def _slice(array: np.ndarray, view: str, center: tuple[int, int, int]) -> np.nda
 def _centres(labels: np.ndarray, values: list[int]) -> list[tuple[int, tuple[int, int, int]]]:
     from scipy import ndimage
 
-    boxes = ndimage.find_objects(labels.astype(np.int32, copy=False), max_label=max(values) if values else 0)
+    ints = labels if labels.dtype.kind in "iu" and labels.dtype.itemsize <= 4 else labels.astype(np.int32)
+    boxes = ndimage.find_objects(ints, max_label=max(values) if values else 0)
     out = []
     for v in values:
         box = boxes[v - 1] if v - 1 < len(boxes) else None
@@ -81,6 +86,31 @@ def _view(array: np.ndarray, view: str, centre: tuple[int, int, int]) -> np.ndar
 def _view_spacing(view: str, spacing: tuple[float, ...]) -> tuple[float, float]:
     si, sj, sk = spacing
     return {"axial": (sj, si), "coronal": (sk, si), "sagittal": (sk, sj)}[view]
+
+
+def _canonical_view(array: np.ndarray, volume: Volume) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """``array`` (a ``[i, j, k]`` array on ``volume``'s grid) as a RAS-ordered view, and the voxel
+    spacing (mm) along the view's axes: the axis flips and permutations of
+    :func:`medseg.transforms.preprocess.to_canonical`, without copying."""
+    import nibabel.orientations as nio
+
+    transform = nio.ornt_transform(nio.io_orientation(volume.affine), nio.axcodes2ornt(("R", "A", "S")))
+    view = nio.apply_orientation(array, transform)
+    spacing = [0.0, 0.0, 0.0]
+    for axis, (target, _) in enumerate(transform):
+        spacing[int(target)] = float(volume.spacing[axis])
+    return view, (spacing[0], spacing[1], spacing[2])
+
+
+def _present_values(labels: np.ndarray) -> list[int]:
+    """Nonzero label values present, counted slab by slab (no full-size temporary)."""
+    if labels.dtype.kind not in "iu" or labels.size == 0 or labels.min() < 0:
+        return [int(v) for v in np.unique(labels) if v > 0]
+    top = int(labels.max())
+    counts = np.zeros(top + 1, dtype=np.int64)
+    for slab in labels:  # along the first axis
+        counts += np.bincount(np.ravel(slab), minlength=top + 1)
+    return [int(v) for v in np.flatnonzero(counts) if v > 0]
 
 
 def render_overlay(
@@ -118,12 +148,11 @@ def render_overlay(
         raise InputError(
             f"overlay needs a 3D image and label map on the same grid, got {image.spatial_shape} and {labels.spatial_shape}"
         )
-    img = to_canonical(image)
-    lab = to_canonical(labels)
-    arr = np.asarray(img.array[0] if img.channel_first else img.array, dtype=np.float32)
-    lab_arr = np.asarray(lab.array).astype(np.int64, copy=False)
+    # views in RAS order (flips and transposes, no copy): only the drawn slices are ever converted
+    arr, spacing = _canonical_view(image.array[0] if image.channel_first else image.array, image)
+    lab_arr, _ = _canonical_view(np.asarray(labels.array), labels)
     names = dict(label_names or {})
-    present = [int(v) for v in np.unique(lab_arr) if v > 0]
+    present = _present_values(lab_arr)
     rows = _centres(lab_arr, present)[:max_structures]
     if not rows:
         rows = [(0, tuple(s // 2 for s in lab_arr.shape))]
@@ -144,12 +173,12 @@ def render_overlay(
     for r, (value, centre) in enumerate(rows):
         top = header + r * (panel_px + title_h + pad) + pad
         for c, view in enumerate(VIEWS):
-            grey = np.clip((_view(arr, view, centre) - lo) / (hi - lo), 0, 1) * 255
-            lab2 = _view(lab_arr, view, centre)
+            grey = np.clip((_view(arr, view, centre).astype(np.float32) - lo) / (hi - lo), 0, 1) * 255
+            lab2 = _view(lab_arr, view, centre).astype(np.int64)
             rgb = np.repeat(grey[..., None], 3, axis=2)
             mask = lab2 > 0
             rgb[mask] = (1 - alpha) * rgb[mask] + alpha * palette[np.clip(lab2[mask], 0, len(palette) - 1)]
-            rgb = _fit(rgb, *_view_spacing(view, img.spacing), panel_px)
+            rgb = _fit(rgb, *_view_spacing(view, spacing), panel_px)
             left = pad + c * (panel_px + pad)
             canvas.paste(Image.fromarray(rgb.astype(np.uint8)), (left + (panel_px - rgb.shape[1]) // 2, top + title_h))
             name = names.get(value, str(value)) if value else "no structure"
