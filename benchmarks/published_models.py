@@ -82,6 +82,22 @@ def _make_bundle(root: Path, image: Path, out_dir: Path) -> tuple[Path, Path]:
     return bundle, import_bundle(bundle, root / "medseg_export")
 
 
+def _medseg_run(seg, image: str, out: str, export_key: str) -> tuple[dict, object]:  # noqa: ANN001
+    """Read, segment and write with a loaded medseg segmenter; its timings split into the table's columns."""
+    from medseg.io import load, save
+
+    t_load = time.perf_counter()
+    vol = load(image)
+    t_read = time.perf_counter()
+    result = seg.predict(vol)
+    t_pred = time.perf_counter()
+    save(result, out + ".nii.gz")
+    t_exp = time.perf_counter()
+    lt = seg.last_timings
+    return ({"preprocess": (t_read - t_load) + lt["preprocess_s"], "network": lt["network_s"],
+             "export": lt[export_key] + (t_exp - t_pred), "run": t_exp - t_load}, result.array)
+
+
 def worker(runner: str, model: str, image: str, out: str, tta: bool) -> dict:
     """One run in this (fresh) process; returns timings, VmHWM and writes the labels to ``out``."""
     import numpy as np
@@ -128,38 +144,15 @@ def worker(runner: str, model: str, image: str, out: str, tta: bool) -> dict:
         written = next(Path(out + "_monai").glob("*_seg.nii.gz"))
         labels = np.asarray(load(written).array).reshape(load(image).spatial_shape)
         times = {"preprocess": float("nan"), "network": float("nan"), "export": float("nan"), "run": t_run - t_load}
-    elif runner == "medseg_bundle":
-        from medseg.inference.monai_bundle import BundleSegmenter
-        from medseg.io import load, save
-
-        seg = BundleSegmenter.from_path(model, device="cpu")
-        t_load = time.perf_counter()
-        vol = load(image)
-        t_read = time.perf_counter()
-        result = seg.predict(vol)
-        t_pred = time.perf_counter()
-        save(result, out + ".nii.gz")
-        t_exp = time.perf_counter()
-        lt = seg.last_timings
-        times = {"preprocess": (t_read - t_load) + lt["preprocess_s"], "network": lt["network_s"],
-                 "export": lt["to_input_grid_s"] + (t_exp - t_pred), "run": t_exp - t_load}
-        labels = result.array
     else:
+        from medseg.inference.monai_bundle import BundleSegmenter
         from medseg.inference.nnunet import NnunetSegmenter
-        from medseg.io import load, save
 
-        seg = NnunetSegmenter.from_path(model, device="cpu", tta=tta)
-        t_load = time.perf_counter()
-        vol = load(image)
-        t_read = time.perf_counter()
-        result = seg.predict(vol)
-        t_pred = time.perf_counter()
-        save(result, out + ".nii.gz")
-        t_exp = time.perf_counter()
-        lt = seg.last_timings
-        times = {"preprocess": (t_read - t_load) + lt["preprocess_s"], "network": lt["network_s"],
-                 "export": lt["export_s"] + (t_exp - t_pred)}
-        labels = result.array
+        if runner == "medseg_bundle":
+            times, labels = _medseg_run(BundleSegmenter.from_path(model, device="cpu"), image, out, "to_input_grid_s")
+        else:
+            times, labels = _medseg_run(NnunetSegmenter.from_path(model, device="cpu", tta=tta), image, out,
+                                        "export_s")
     np.save(out + ".npy", labels)
     return {**times, "total": time.perf_counter() - t0, "vmhwm_mb": _vmhwm_mb()}
 
