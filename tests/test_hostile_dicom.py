@@ -150,3 +150,12 @@ def test_decoder_panic_becomes_input_error(tmp_path, monkeypatch):
     p = write(ds, tmp_path / "a.dcm")
     monkeypatch.setattr(decode, "_decode_with_sitk", lambda path, first: None)
     _loads_fast_to_error(p, "panicked")
+
+
+def test_gdcm_only_series_decoded_in_one_child_and_equal(tmp_path):
+    """JPEG Lossless (GDCM the only decoder) is decoded in a child process; pixels equal the native file."""
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "dcm_qa_ts" / "In"
+    if not (shared / "5.dcm").is_file():
+        pytest.skip("shared data missing")
+    a, b = load(shared / "1.dcm"), load(shared / "5.dcm")
+    assert np.array_equal(a.array, b.array)

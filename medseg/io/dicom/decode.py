@@ -177,7 +177,8 @@ def _fix_unused_bits(arr: np.ndarray, stored: int, *, signed: bool) -> np.ndarra
     return arr & np.array((1 << stored) - 1, dtype=arr.dtype)
 
 
-def _decode_file(path: Path, frames: Sequence[FrameHeader]) -> tuple[dict[int | None, np.ndarray], str | None]:
+def _decode_file(path: Path, frames: Sequence[FrameHeader],
+                 pre: tuple[str, Any] | None = None) -> tuple[dict[int | None, np.ndarray], str | None]:
     """Decode ``frames`` of one file with pydicom (SimpleITK fallback).
 
     Returns a mapping frame index -> array ``(rows, cols[, 3])`` and, when the values are
@@ -195,13 +196,17 @@ def _decode_file(path: Path, frames: Sequence[FrameHeader]) -> tuple[dict[int | 
     photometric = first.photometric.upper()
     lut = bool(first.extra.get("modality_lut"))
     complete = _check_extent(path, first)
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise InputError(f"{path}: no complete pixel data element ({ts_name}; truncated or damaged file)")
     with _held_pydicom_log(path):
         try:
-            arr = _pixel_array(ds)
+            arr = _pixel_array(ds, path, first.transfer_syntax, pre)
             if photometric == "PALETTE COLOR":
                 from pydicom.pixels import apply_color_lut
 
                 arr = apply_color_lut(arr, ds)
+        except NativeCrash as exc:  # SimpleITK decodes with GDCM too: no fallback after a GDCM crash
+            raise InputError(f"{path}: cannot decode pixel data ({ts_name}): {exc}") from exc
         except Exception as exc:  # pydicom raises many types for undecodable data
             reason = " ".join(line.strip() for line in f"{type(exc).__name__}: {exc}".splitlines())[:300]
             if photometric == "PALETTE COLOR":
@@ -212,7 +217,11 @@ def _decode_file(path: Path, frames: Sequence[FrameHeader]) -> tuple[dict[int | 
             if not complete:
                 raise InputError(f"{path}: cannot decode pixel data ({ts_name}), the pixel data element is cut "
                                  f"off (truncated file): {reason}") from exc
-            fallback = _decode_with_sitk(path, first)
+            try:
+                fallback = _decode_with_sitk(path, first)
+            except NativeCrash as crash:
+                raise InputError(f"{path}: cannot decode pixel data ({ts_name}): {reason}; "
+                                 f"the SimpleITK fallback failed too: {crash}") from crash
             if fallback is None:
                 raise InputError(f"{path}: cannot decode pixel data ({ts_name}): {reason}") from exc
             log.info("%s: decoded with SimpleITK after pydicom failed (%s)", path, reason)
@@ -244,7 +253,153 @@ def _decode_file(path: Path, frames: Sequence[FrameHeader]) -> tuple[dict[int | 
     return {f.frame: arr[f.frame or 0] for f in frames}, applied
 
 
-def _pixel_array(ds: Any) -> np.ndarray:
+class NativeCrash(RuntimeError):
+    """A native decoder killed the child process it ran in (SIGABRT, SIGSEGV)."""
+
+
+#: seconds a decode in a child process may take
+CHILD_DECODE_TIMEOUT_S = 300.0
+
+
+def _plugins(transfer_syntax: str) -> tuple[str, ...]:
+    try:
+        from pydicom.pixels import get_decoder
+
+        return tuple(get_decoder(transfer_syntax).available_plugins)
+    except Exception:  # native syntaxes have no decoder plugins; an unknown syntax: pydicom says so later
+        return ()
+
+
+def _pixel_array(ds: Any, path: Path, transfer_syntax: str, pre: tuple[str, Any] | None = None) -> np.ndarray:
+    """The pixel array of ``ds``. python-gdcm aborts the whole process on some corrupt JPEG/JPEG-LS
+    streams, so where another plugin exists they are tried first (in this process) and GDCM runs only
+    after they all failed, in a child process (:class:`NativeCrash` when it dies). Where GDCM is the only
+    plugin, ``pre`` is its result from :func:`decode_many_in_child` (one child for a whole series)."""
+    plugins = _plugins(transfer_syntax)
+    if plugins == ("gdcm",):  # GDCM is the only decoder (JPEG Lossless): always in a child
+        if pre is not None:
+            status, value = pre
+            if status == "ok":
+                return value
+            if status == "crash":
+                raise NativeCrash(value)
+            raise RuntimeError(value)
+        return decode_in_child(path, "gdcm")
+    if "gdcm" not in plugins:
+        return _guarded(ds)
+    failure: Exception | None = None
+    for name in plugins:
+        if name == "gdcm":
+            continue
+        try:
+            ds.pixel_array_options(decoding_plugin=name)
+            return _guarded(ds)
+        except Exception as exc:  # the next plugin may decode it
+            failure = exc
+            log.debug("%s: %s could not decode the pixel data (%s)", path, name, type(exc).__name__)
+    try:
+        return decode_in_child(path, "gdcm")
+    except NativeCrash:
+        raise
+    except Exception:
+        raise failure if failure is not None else RuntimeError("no decoder plugin succeeded") from None
+
+
+def _child_decode(path: str, how: str, expected: tuple[int, int, int] | None) -> tuple[str, Any]:
+    """The decode run by :func:`decode_in_child`, inside the child process."""
+    try:
+        if how == "gdcm":
+            import pydicom
+
+            ds = pydicom.dcmread(path, force=True)
+            ds.pixel_array_options(decoding_plugin="gdcm")
+            return "ok", ds.pixel_array
+        import SimpleITK as sitk
+
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(path)
+        reader.ReadImageInformation()
+        size = tuple(reader.GetSize())
+        size = size if len(size) > 2 else (*size, 1)
+        if expected is not None and size[:3] != tuple(expected):  # it would pad missing frames with zeros
+            return "error", f"SimpleITK reads size {size}, the header says {tuple(expected)}"
+        img = reader.Execute()
+        return "ok", (sitk.GetArrayFromImage(img), img.GetNumberOfComponentsPerPixel())
+    except Exception as exc:
+        return "error", f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+
+
+def _child_decode_many(paths: list[str]) -> dict[str, tuple[str, Any]]:
+    return {p: _child_decode(p, "gdcm", None) for p in paths}
+
+
+def decode_many_in_child(paths: Sequence[Path]) -> dict[Path, tuple[str, Any]]:
+    """GDCM decodes of ``paths`` in one child process: path -> ("ok", array) / ("error", message) /
+    ("crash", message). When the child dies, each file is decoded in a child of its own, so that the
+    crash is put on the file that caused it."""
+    import pickle
+    import subprocess
+    import sys
+
+    code = ("import pickle, sys; from medseg.io.dicom.decode import _child_decode_many; "
+            "sys.stdout.buffer.write(pickle.dumps(_child_decode_many(pickle.loads(sys.stdin.buffer.read()))))")
+    try:
+        done = subprocess.run([sys.executable, "-c", code], input=pickle.dumps([str(p) for p in paths]),
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              timeout=CHILD_DECODE_TIMEOUT_S * max(1, len(paths)) ** 0.5, check=False)
+        if done.returncode == 0 and done.stdout:
+            got = pickle.loads(done.stdout)  # our own child's output
+            return {p: got[str(p)] for p in paths}
+    except subprocess.TimeoutExpired:
+        pass
+    out: dict[Path, tuple[str, Any]] = {}
+    for p in paths:
+        try:
+            out[p] = ("ok", decode_in_child(p, "gdcm"))
+        except NativeCrash as exc:
+            out[p] = ("crash", str(exc))
+        except RuntimeError as exc:
+            out[p] = ("error", str(exc))
+    return out
+
+
+_CHILD_CODE = (
+    "import pickle, sys; from medseg.io.dicom.decode import _child_decode; "
+    "args = pickle.loads(sys.stdin.buffer.read()); sys.stdout.buffer.write(pickle.dumps(_child_decode(*args)))"
+)
+
+
+def decode_in_child(path: Path, how: str, expected: tuple[int, int, int] | None = None) -> Any:
+    """Decode ``path`` with GDCM (``how="gdcm"``, via pydicom) or SimpleITK (``"sitk"``) in a child
+    process, so that a native abort or segfault ends the child, not the caller. With ``expected``
+    (columns, rows, frames), SimpleITK decodes only when its reading of the header gives that size.
+
+    Raises:
+        NativeCrash: the child died (the signal is named) or ran past :data:`CHILD_DECODE_TIMEOUT_S`.
+        RuntimeError: the decoder reported an error.
+    """
+    import pickle
+    import signal
+    import subprocess
+    import sys
+
+    payload = pickle.dumps((str(path), how, tuple(expected) if expected else None))
+    try:
+        done = subprocess.run([sys.executable, "-c", _CHILD_CODE], input=payload, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, timeout=CHILD_DECODE_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        raise NativeCrash(f"the {how} decoder ran past {CHILD_DECODE_TIMEOUT_S:g} s") from None
+    if done.returncode != 0 or not done.stdout:
+        code = done.returncode
+        what = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        raise NativeCrash(f"the {how} decoder crashed ({what})")
+    status, value = pickle.loads(done.stdout)  # our own child's output
+    if status != "ok":
+        raise RuntimeError(value)
+    return value
+
+
+def _guarded(ds: Any) -> np.ndarray:
     """``ds.pixel_array``; a native decoder's panic (pylibjpeg-rle raises a Rust ``PanicException``,
     a BaseException) becomes a ``RuntimeError`` so the callers' ``except Exception`` sees it."""
     try:
@@ -290,26 +445,20 @@ def _apply_modality_lut(path: Path, arr: np.ndarray, ds: Any) -> np.ndarray:
 
 
 def _decode_with_sitk(path: Path, first: FrameHeader) -> np.ndarray | None:
-    """The frames of ``path`` decoded by SimpleITK/GDCM, or None; only when SimpleITK's reading of the
-    header gives exactly the header's size (it pads missing frames with zeros otherwise)."""
-    try:
-        import SimpleITK as sitk
+    """The frames of ``path`` decoded by SimpleITK/GDCM in a child process, or None; only when SimpleITK's
+    reading of the header gives exactly the header's size (it pads missing frames with zeros otherwise).
 
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
-        reader.ReadImageInformation()
-        size = tuple(reader.GetSize())
-        frames = 1 if "mosaic" in first.extra else first.number_of_frames
-        want = (first.columns, first.rows) if "mosaic" not in first.extra else None
-        if want is not None and (size[:2] != want or (size[2] if len(size) > 2 else 1) != frames):
-            log.debug("%s: SimpleITK reads size %s, the header says %s x %d frames: fallback refused",
-                      path, size, want, frames)
-            return None
-        img = reader.Execute()
-        arr = sitk.GetArrayFromImage(img)
+    Raises:
+        NativeCrash: GDCM inside SimpleITK killed the child.
+    """
+    expected = None if "mosaic" in first.extra else (first.columns, first.rows, first.number_of_frames)
+    try:
+        arr, components = decode_in_child(path, "sitk", expected)  # GDCM inside SimpleITK can abort too
+    except NativeCrash:
+        raise
     except Exception:  # SimpleITK raises RuntimeError with GDCM's message
         return None
-    if arr.ndim == 2 or (arr.ndim == 3 and img.GetNumberOfComponentsPerPixel() > 1):
+    if arr.ndim == 2 or (arr.ndim == 3 and components > 1):
         arr = arr[None]
     return arr
 
@@ -359,9 +508,12 @@ def decode_frames(frames: Sequence[FrameHeader]) -> tuple[np.ndarray, str | None
     results: dict[int, np.ndarray] = {}
     applied_to: dict[int, str] = {}
 
+    gdcm_only = [p for p, ks in by_file.items() if _plugins(frames[ks[0]].transfer_syntax) == ("gdcm",)]
+    pre = decode_many_in_child(gdcm_only) if gdcm_only else {}
+
     def decode_one(item: tuple[Path, list[int]]) -> tuple[list[int], dict[int | None, np.ndarray], str | None]:
         path, ks = item
-        arrays, applied = _decode_file(path, [frames[k] for k in ks])
+        arrays, applied = _decode_file(path, [frames[k] for k in ks], pre.get(path))
         return ks, arrays, applied
 
     with ThreadPoolExecutor(_workers()) as pool:
