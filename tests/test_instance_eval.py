@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 from medseg.cli.main import app
 from medseg.data.instance_convert import write_instance_png
 from medseg.errors import InputError
-from medseg.evaluation.instances import evaluate_instances
+from medseg.evaluation.instances import boundary_iou_of_pair, evaluate_instances
+from medseg.metrics.boundary import boundary_iou
 from medseg.evaluation.panoptic import evaluate_panoptic
 from medseg.metrics.instance import panoptic_stats, panoptic_summary
 
@@ -137,8 +138,21 @@ def test_prediction_folder_scores_as_its_coco_results_and_matches_have_boundary_
     first = next(r for r in result.instances if r["image"] == "a" and r["pred_id"] == 1)
     assert first["ref_id"] == 1 and first["iou"] == pytest.approx(110 / 120)  # 10x11 inside 10x12
     assert 0 < first["boundary_iou"] < 1
+    assert first["boundary_iou"] == boundary_iou(_box(2, 12, 2, 13), _box(2, 12, 2, 14))  # on the whole image
     fp = next(r for r in result.instances if r["image"] == "b" and r["class"] == 1)
     assert fp["ref_id"] is None and math.isnan(fp["iou"])
+
+
+def test_boundary_iou_on_the_joint_box_equals_the_whole_image() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        h, w = (int(v) for v in rng.integers(20, 300, 2))
+        a, b = np.zeros((h, w), bool), np.zeros((h, w), bool)
+        for m in (a, b):
+            y, x = rng.integers(0, h - 5), rng.integers(0, w - 5)
+            m[y:y + int(rng.integers(2, h - y + 1)), x:x + int(rng.integers(2, w - x + 1))] = True
+            m &= rng.random((h, w)) < 0.97  # ragged edges and pin holes
+        assert boundary_iou_of_pair(a, b) == boundary_iou(a, b)
 
 
 def test_instance_masks_reference_folder_and_bad_predictions(tmp_path: Path) -> None:

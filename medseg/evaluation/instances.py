@@ -157,10 +157,27 @@ def per_class_ap(ev: Any) -> dict[int, dict[str, float]]:
                      "ap75": _mean(precision[t75, :, k, 0, -1])} for k, c in enumerate(ev.params.catIds)}
 
 
-def matched_instances(ev: Any, where: list[dict[str, Any]], *, boundary: bool) -> list[dict[str, Any]]:
-    """One row per prediction: the reference pycocotools matched at IoU 0.5, mask IoU, Boundary IoU."""
+def boundary_iou_of_pair(pred: np.ndarray, ref: np.ndarray, *, dilation_ratio: float = 0.02) -> float:
+    """:func:`medseg.metrics.boundary.boundary_iou` of two ``[H, W]`` masks, computed on their joint bounding box.
+
+    The same number as on the whole image: the band width stays ``round(dilation_ratio * image diagonal)``
+    pixels (the ratio is rescaled to the box's diagonal) and outside the box both masks are background,
+    which is what the erosion assumes beyond any edge.
+    """
     from medseg.metrics.boundary import boundary_iou
 
+    both = pred | ref
+    rows, cols = np.flatnonzero(both.any(1)), np.flatnonzero(both.any(0))
+    if not rows.size:
+        return boundary_iou(pred, ref, dilation_ratio=dilation_ratio)
+    width = max(1, int(round(dilation_ratio * float(np.hypot(*pred.shape)))))
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    diagonal = float(np.hypot(rows[-1] + 1 - rows[0], cols[-1] + 1 - cols[0]))
+    return boundary_iou(pred[box], ref[box], dilation_ratio=width / diagonal)
+
+
+def matched_instances(ev: Any, where: list[dict[str, Any]], *, boundary: bool) -> list[dict[str, Any]]:
+    """One row per prediction: the reference pycocotools matched at IoU 0.5, mask IoU, Boundary IoU."""
     t50 = int(np.argmin(np.abs(ev.params.iouThrs - 0.5)))
     area_all = ev.params.areaRng[ev.params.areaRngLbl.index("all")]
     match: dict[int, int] = {}
@@ -180,7 +197,7 @@ def matched_instances(ev: Any, where: list[dict[str, Any]], *, boundary: bool) -
             p, r = dt.annToMask(ann).astype(bool), gt.annToMask(gt.anns[match[n]]).astype(bool)
             row["iou"] = float((p & r).sum() / (p | r).sum())
             if boundary:
-                row["boundary_iou"] = boundary_iou(p, r)
+                row["boundary_iou"] = boundary_iou_of_pair(p, r)
         rows.append(row)
     return rows
 
@@ -278,4 +295,5 @@ def evaluate_instances(pred: str | os.PathLike[str], ref: str | os.PathLike[str]
 
 
 __all__ = ["evaluate_instances", "reference_coco", "prediction_results", "per_class_ap",
-           "matched_instances", "class_bar_chart", "InstanceEvaluationResult", "CSV_COLUMNS", "INSTANCE_COLUMNS"]
+           "matched_instances", "boundary_iou_of_pair", "class_bar_chart", "InstanceEvaluationResult", "CSV_COLUMNS",
+           "INSTANCE_COLUMNS"]
