@@ -369,3 +369,8 @@ def test_linear_labels_equal_the_channel_by_channel_argmax(grid, shape, current,
     assert fast.shape == tuple(shape)
     np.testing.assert_array_equal(fast, full.argmax(0))
     assert linear_labels(logits, shape, current, new, order=3, order_z=0) is None  # cubic: not a convex mix
+    from medseg.inference.nnunet import positive
+
+    region = logits[2:3] - 1.0  # a region model's decision: the sign of one channel's logit
+    inside = linear_labels(region, shape, current, new, order=1, order_z=0, decide=positive)
+    np.testing.assert_array_equal(inside, full[2] - 1.0 > 0)

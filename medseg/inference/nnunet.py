@@ -17,8 +17,9 @@ the same dtypes so that probabilities agree to float16 rounding:
    and reduced to labels: for softmax models by :func:`linear_labels`, which takes the
    model-grid argmax wherever the interpolation's whole 2x2x2 block agrees (exact for linear
    resampling) and interpolates every channel only in the band where it does not; for region
-   models (and probabilities) *one channel at a time*, painting ``regions_class_order`` where
-   the sigmoid exceeds 0.5. Then un-cropped and transposed back. All classes at the input's
+   models the same per region on the sign of its logit, painting ``regions_class_order`` where
+   the sigmoid exceeds 0.5; with probabilities asked for, *one channel at a time* in full.
+   Then un-cropped and transposed back. All classes at the input's
    resolution are held only when probabilities are asked for.
 """
 
@@ -173,10 +174,20 @@ def _axis_taps(n_in: int, n_out: int, linear: bool) -> tuple[np.ndarray, np.ndar
     return low_i, high_i, weight
 
 
+def _argmax(values: np.ndarray) -> np.ndarray:
+    return values.argmax(0)
+
+
+def positive(values: np.ndarray) -> np.ndarray:
+    """``values[0] > 0`` as 0/1: a region's decision (sigmoid above 0.5) for :func:`linear_labels`."""
+    return (values[0] > 0).astype(np.uint8)
+
+
 def linear_labels(logits: np.ndarray, shape: Sequence[int], current: Sequence[float], new: Sequence[float], *,
-                  order: int, order_z: int, force_separate_z: bool | None = None) -> np.ndarray | None:
-    """The argmax over channels of ``logits [C, *grid]`` resampled to ``shape`` by
-    :func:`resample_channel`, without resampling every channel at full size; ``None`` when the
+                  order: int, order_z: int, force_separate_z: bool | None = None,
+                  decide: Any = _argmax) -> np.ndarray | None:
+    """The argmax over channels (or another ``decide``) of ``logits [C, *grid]`` resampled to ``shape``
+    by :func:`resample_channel`, without resampling every channel at full size; ``None`` when the
     resampling is not piecewise linear (``order`` or ``order_z`` above 1), where this does not hold.
 
     Linear (and nearest) resampling makes each output value a convex combination of a 2x2x2
@@ -184,7 +195,8 @@ def linear_labels(logits: np.ndarray, shape: Sequence[int], current: Sequence[fl
     has the same argmax ``c``, ``c`` stays the argmax of any convex combination, so those output
     voxels take it directly; only voxels whose block mixes labels (a band along the boundaries) get
     every channel interpolated, with the weights of :func:`resample_channel`. The result equals the
-    channel-by-channel path up to float rounding at exact ties.
+    channel-by-channel path up to float rounding at exact ties. The same holds for
+    ``decide=positive`` on one channel (the sign of a convex combination of same-sign values).
     """
     from scipy import ndimage
 
@@ -194,7 +206,7 @@ def linear_labels(logits: np.ndarray, shape: Sequence[int], current: Sequence[fl
     grid = logits.shape[1:]
     axis = separate_axis(current, new, force_separate_z)
     taps = [_axis_taps(grid[a], shape[a], linear=(order == 1) if a != axis else (order_z == 1)) for a in range(3)]
-    labels = logits.argmax(0)
+    labels = decide(logits)
     # a block is uniform when its lowest and highest label agree; block = voxel and its +1 neighbour on
     # each axis where the taps are two apart
     size = [2 if not np.array_equal(t[0], t[1]) else 1 for t in taps]
@@ -224,7 +236,7 @@ def linear_labels(logits: np.ndarray, shape: Sequence[int], current: Sequence[fl
             if not weight.any():
                 continue
             total += np.take(flat_logits, flat, axis=1) * weight
-        out.reshape(-1)[todo[start:start + CHUNK_VOXELS]] = total.argmax(0)
+        out.reshape(-1)[todo[start:start + CHUNK_VOXELS]] = decide(total)
     return out
 
 
@@ -460,8 +472,16 @@ class NnunetSegmenter:
         fast = None
         if probs is None and self.layout.regions is None:  # labels only: boundary voxels get every channel
             fast = linear_labels(logits_np, pre.cropped_shape, current, pre.original_spacing, **kw)
-        if fast is not None:
-            seg = values.astype(dtype)[fast]
+            if fast is not None:
+                seg = values.astype(dtype)[fast]
+        elif probs is None:  # region models: each region's sign, resampled only along its border
+            for c in range(logits.shape[0]):
+                inside = linear_labels(logits_np[c:c + 1], pre.cropped_shape, current, pre.original_spacing,
+                                       decide=positive, **kw)
+                if inside is None:
+                    break
+                seg[inside.astype(bool)] = values[c]
+                fast = inside
         for c in range(logits.shape[0] if fast is None else 0):
             channel = logits_np[c]
             if tuple(channel.shape) != tuple(pre.cropped_shape):
@@ -529,5 +549,5 @@ def torch_flip(x: Any, dims: Sequence[int]) -> Any:
     return torch.flip(x, dims)
 
 
-__all__ = ["NnunetSegmenter", "linear_labels", "preprocess", "to_nnunet_axes", "resample_channel", "separate_axis", "window_starts",
+__all__ = ["NnunetSegmenter", "linear_labels", "positive", "preprocess", "to_nnunet_axes", "resample_channel", "separate_axis", "window_starts",
            "gaussian_weights", "nonzero_bbox"]
