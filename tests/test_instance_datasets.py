@@ -224,6 +224,12 @@ def test_coco_panoptic_reads_segments_and_things(tmp_path: Path) -> None:
     got = ds.items[0].read()
     assert [(i.id, i.class_id, i.crowd, int(i.mask.sum())) for i in got] == [(1000, 184, False, 40),
                                                                              (70000, 1, True, 20)]
+    Image.fromarray(np.zeros((8, 10, 3), np.uint8)).save(root / "annotations" / "x.jpg")
+    sem = convert_instances(root, tmp_path / "sem", to="semantic", images=root / "annotations")
+    assert sem.losses == {"crowd_pixels_ignored": 20, "void_pixels_ignored": 20}  # VOID -> ignore, not background
+    assert np.array_equal(read_mask(tmp_path / "sem" / "masks" / "x.png"), np.where(ids == 1000, 184, 255))
+    things = convert_instances(root, tmp_path / "things", to="instance_masks", images=root / "annotations")
+    assert things.losses == {"stuff_dropped": 1} and things.class_names == {1: "person"}
 
 
 def test_convert_images_cli_from_and_to(tmp_path: Path) -> None:

@@ -15,8 +15,10 @@ and writes one of :data:`TARGETS`:
   (``multipart="largest"``, ``parts_dropped``) or becomes one object per part (``"split"``,
   ``parts_split``), crowd regions are dropped (``crowd_dropped``); class ``c`` is written ``c - 1``
   and ids missing between 1 and the largest are named ``unused_<id>`` (``unused_class_ids``);
+- from ``coco_panoptic``, stuff segments are objects of no target but ``semantic`` (``stuff_dropped``);
 - ``semantic``: the ``image_folder`` layout (``masks/<stem>.png`` class ids, 0 background), crowd
-  regions -> ``ignore_index`` (``crowd_pixels_ignored``), overlaps as for instance_masks.
+  regions -> ``ignore_index`` (``crowd_pixels_ignored``), and so do coco_panoptic's VOID pixels
+  (``void_pixels_ignored``); overlaps as for instance_masks.
 
 COCO's category ids are never remapped unless ``coco80=True`` (the 80 used ids of COCO's 91 -> 1..80).
 Counts go into the returned :class:`InstanceConversion` and ``OUT/conversion.json``, per image too.
@@ -189,6 +191,9 @@ class _Semantic(_Writer):
             if inst.crowd:
                 count["crowd_pixels_ignored"] += int(np.count_nonzero(inst.mask))
             labels[inst.mask] = ignore if inst.crowd else inst.class_id
+        if self.ds.format == "coco_panoptic":  # pixels in no segment are VOID (unlabeled), not background
+            labels[~taken] = ignore
+            count["void_pixels_ignored"] += int(np.count_nonzero(~taken))
         save_mask(self.out / "masks" / f"{item.stem}.png", labels)
         return len(instances)
 
@@ -300,6 +305,8 @@ def convert_instances(input: str | os.PathLike[str], output: str | os.PathLike[s
         raise ConfigError(f"--multipart: unknown {multipart!r}; known: {', '.join(MULTIPART)}")
     ds = load_instance_dataset(input, format=SOURCES[source] if source else None, images=images)
     names = dict(ds.class_names)
+    if to != "semantic" and ds.format == "coco_panoptic":
+        names = {k: v for k, v in names.items() if k in ds.things}
     remap = _coco80(names) if coco80 else None
     if remap is not None:
         names = {remap(k): v for k, v in names.items() if k in COCO80_IDS}
@@ -312,12 +319,17 @@ def convert_instances(input: str | os.PathLike[str], output: str | os.PathLike[s
     per_image, n_in, n_out = [], 0, 0
     for item in ds.items:
         instances = item.read()
+        if to != "semantic" and ds.format == "coco_panoptic":  # stuff is not an object
+            count_stuff = sum(1 for i in instances if i.class_id not in ds.things)
+            instances = [i for i in instances if i.class_id in ds.things]
+        else:
+            count_stuff = 0
         if remap is not None:
             instances = [Instance(i.id, remap(i.class_id), i.mask, i.crowd, i.score) for i in instances]
         unnamed = sorted({i.class_id for i in instances} - set(names))
         names.update({c: str(c) for c in unnamed})
-        count: Counter[str] = Counter()
-        n_in += len(instances)
+        count: Counter[str] = Counter(stuff_dropped=count_stuff)
+        n_in += len(instances) + count_stuff
         n_out += writer.add(item, instances, count)
         totals.update(count)
         if +count:
