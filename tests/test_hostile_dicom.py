@@ -159,3 +159,21 @@ def test_gdcm_only_series_decoded_in_one_child_and_equal(tmp_path):
         pytest.skip("shared data missing")
     a, b = load(shared / "1.dcm"), load(shared / "5.dcm")
     assert np.array_equal(a.array, b.array)
+
+
+@pytest.mark.parametrize("tag", [b"\x08\x00\x3e\x10LO", b"\x28\x00\x30\x00DS", b"\x20\x00\x0e\x00UI",
+                                 b"\x28\x00\x10\x00US"])
+def test_unknown_vr_loads_or_is_an_input_error_without_the_value(tmp_path, tag):
+    from medseg.errors import MedsegError
+
+    ds = make_ds()
+    ds.SeriesDescription = "Secret^Patient"
+    p = write(ds, tmp_path / "a.dcm")
+    raw = bytearray(p.read_bytes())
+    at = raw.index(tag)
+    raw[at + 4:at + 6] = b"ZZ"
+    p.write_bytes(bytes(raw))
+    try:
+        load(p)
+    except MedsegError as exc:
+        assert "a.dcm" in str(exc) and "Secret" not in str(exc) and "\n" not in str(exc)

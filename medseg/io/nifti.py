@@ -24,7 +24,8 @@ def load_nifti(path: Path) -> Volume:
         img = nib.load(str(path))
         array = np.asanyarray(img.dataobj)
     except Exception as exc:  # nibabel raises many types for corrupt files
-        raise InputError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
+        reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:300]
+        raise InputError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {reason})") from exc
     while array.ndim > 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim not in (2, 3):
