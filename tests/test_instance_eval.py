@@ -312,3 +312,24 @@ def test_pq_equals_torchmetrics_where_the_prediction_has_no_void() -> None:
         theirs = metric(torch.tensor(np.stack([pc, pi], -1))[None], torch.tensor(np.stack([rc, ri], -1))[None])
         for row, c in zip(theirs.tolist(), (1, 3)):
             assert [ours[c]["pq"], ours[c]["sq"], ours[c]["rq"]] == pytest.approx(row, rel=1e-6), (seed, c)
+
+
+def test_panoptic_predict_images_folder_with_semantic_stuff_against_coco_panoptic(tmp_path: Path) -> None:
+    """The hand-made case again, the prediction as predict-images writes it: instance ids + JSON for the cats,
+    the semantic <stem>.png giving sky where no instance is; the same PQ as from panoptic PNGs."""
+    ref = np.array([[1, 1, 1, 1, 1, 1], [2, 2, 2, 2, 3, 3], [2, 2, 2, 2, 3, 3], [4, 4, 4, 4, 0, 0]])
+    _panoptic_png(tmp_path / "gt" / "panoptic_val" / "a.png", ref)
+    gt = _panoptic_json(tmp_path / "gt" / "panoptic_val.json", {1: (3, False), 2: (1, False), 3: (1, False),
+                                                                4: (1, True)})
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    ids = np.array([[0, 0, 0, 0, 4, 4], [1, 1, 1, 1, 2, 2], [1, 1, 1, 1, 0, 0], [3, 3, 3, 3, 1, 1]])
+    write_instance_png(pred / "a_instances.png", ids)
+    (pred / "a_instances.json").write_text(json.dumps(
+        {"instances": [{"id": i, "class": 1, "score": 0.5} for i in (1, 2, 3, 4)]}))
+    semantic = np.where(ids == 0, 0, 1)
+    semantic[0, :4] = 3
+    Image.fromarray(semantic.astype(np.uint8)).save(pred / "a.png")
+    result = evaluate_panoptic(pred, gt, tmp_path / "out")
+    assert result.summary["things"]["pq"] == pytest.approx(0.4)
+    assert result.summary["stuff"]["pq"] == pytest.approx(4 / 6)

@@ -11,7 +11,8 @@ Either side may be a COCO panoptic JSON (``panoptic_<split>.json`` with its PNG 
 readers know (reference images without a prediction are scored as predicting nothing);
 predictions may also be ``predict-images`` output (``<stem>_instances.png`` +
 ``.json``, with the semantic ``<stem>.png`` next to them giving stuff classes where no instance is).
-Things are the reference's ``isthing`` categories (every class of an instance_masks reference).
+Things are the reference's ``isthing`` categories (every class of an instance dataset reference, named
+or not; the semantic masks beside predictions are then not read).
 Where an instance map has no instance, the pixels are background: a labeled segment that is never
 scored (predictions on it are false positives, unlike predictions on VOID).
 
@@ -55,7 +56,7 @@ class PanopticSide:
 
     loaders: dict[str, Callable[[], Segments]]
     names: dict[int, str]
-    things: frozenset[int] | None  # None: not known from this side
+    things: frozenset[int] | None  # None: every class is a thing (an instance dataset) or not known (predictions)
 
 
 @dataclass
@@ -85,10 +86,10 @@ def dataset_side(path: Path) -> PanopticSide:
     ds = load_instance_dataset(path, check_images=False)
     void = ds.format == "coco_panoptic"
     loaders = {item.stem: (lambda item=item: _from_instances(item.read(), item.size, void)) for item in ds.items}
-    return PanopticSide(loaders, ds.class_names, ds.things)
+    return PanopticSide(loaders, ds.class_names, ds.things if void else None)
 
 
-def _prediction_segments(png: Path, semantic: Path | None, things: frozenset[int]) -> Segments:
+def _prediction_segments(png: Path, semantic: Path | None, things: frozenset[int] | None) -> Segments:
     ids, info = read_instance_prediction(png)
     table = {i: (c, False) for i, (c, _) in info.items()}
     free = ids == VOID
@@ -98,7 +99,7 @@ def _prediction_segments(png: Path, semantic: Path | None, things: frozenset[int
         if labels.shape != ids.shape:
             raise InputError(f"{semantic}: {labels.shape} differs from {png.name}'s {ids.shape}")
         for c in np.unique(labels[free]).tolist():
-            if c != 0 and c not in things:
+            if c != 0 and things is not None and c not in things:
                 ids[free & (labels == c)] = next_id
                 table[next_id] = (int(c), False)
                 next_id += 1
@@ -109,8 +110,9 @@ def _prediction_segments(png: Path, semantic: Path | None, things: frozenset[int
     return ids, table
 
 
-def prediction_side(path: Path, things: frozenset[int]) -> PanopticSide:
-    """``<stem>_instances.png`` + ``.json`` (+ ``<stem>.png`` semantic) predictions."""
+def prediction_side(path: Path, things: frozenset[int] | None) -> PanopticSide:
+    """``<stem>_instances.png`` + ``.json`` (+ ``<stem>.png`` semantic: its classes not in ``things`` are stuff;
+    ``things=None``: every class is a thing and the semantic masks are not read) predictions."""
     files = {p.name[: -len(PREDICTION_SUFFIX) - 4]: p for p in sorted(path.glob(f"*{PREDICTION_SUFFIX}.png"))}
     loaders = {}
     for stem, png in files.items():
@@ -123,7 +125,7 @@ def prediction_side(path: Path, things: frozenset[int]) -> PanopticSide:
 def _side(path: str | os.PathLike[str], things: frozenset[int] | None) -> PanopticSide:
     p = Path(path)
     if p.is_dir() and any(p.glob(f"*{PREDICTION_SUFFIX}.png")):
-        return prediction_side(p, things or frozenset())
+        return prediction_side(p, things)
     if p.is_dir() or p.suffix.lower() == ".json":
         detect_instance_format(p)
         return dataset_side(p)
@@ -138,8 +140,7 @@ def evaluate_panoptic(pred: str | os.PathLike[str], ref: str | os.PathLike[str],
         InputError: unreadable inputs, shapes that differ, segment ids missing from their lists (named).
     """
     reference = _side(ref, None)
-    things = reference.things if reference.things is not None else frozenset(reference.names)
-    prediction = _side(pred, things)
+    prediction = _side(pred, reference.things)
     stems = sorted(reference.loaders)
     if not set(stems) & set(prediction.loaders):
         raise InputError(f"{pred}: no prediction matches a reference image of {ref} by stem")
@@ -159,6 +160,7 @@ def evaluate_panoptic(pred: str | os.PathLike[str], ref: str | os.PathLike[str],
                 acc[k] += s[k]
     names = {**reference.names, **(class_names or {})}
     categories = sorted(set(reference.names) | set(totals))
+    things = reference.things if reference.things is not None else frozenset(categories)
     summary = panoptic_summary(totals, things, categories)
     rows = [{"class": c, "name": names.get(c, str(c)), **v} for c, v in summary["per_class"].items()]
     groups = [{"class": g, "name": g, "isthing": {"all": "", "things": True, "stuff": False}[g], **summary[g]}
