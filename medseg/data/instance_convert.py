@@ -26,6 +26,7 @@ Counts go into the returned :class:`InstanceConversion` and ``OUT/conversion.jso
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections import Counter
@@ -53,6 +54,7 @@ SOURCES: dict[str, str] = {"coco": "coco_instances", "coco_instances": "coco_ins
 TARGETS = ("coco", "yolo_seg", "instance_masks", "semantic")
 MULTIPART = ("largest", "split")
 REPORT = "conversion.json"
+log = logging.getLogger(__name__)
 #: the 80 category ids COCO 2017 uses out of its 91 (ultralytics' coco91_to_coco80_class order)
 COCO80_IDS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28, 31, 32,
               33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59,
@@ -336,6 +338,9 @@ def convert_instances(input: str | os.PathLike[str], output: str | os.PathLike[s
             per_image.append({"image": item.stem, **dict(+count)})
     writer.finish(totals)
     losses = {k: v for k, v in sorted(totals.items()) if v}
+    if losses:
+        log.warning("%s -> %s: what the target cannot hold (see %s): %s", ds.format, to, out / REPORT,
+                    ", ".join(f"{k} {v}" for k, v in losses.items()))
     result = InstanceConversion(ds.format, to, len(ds.items), n_in, n_out, losses, per_image, names, out / REPORT)
     write_json(result.report, {"from": ds.format, "to": to, "multipart": multipart, "coco80": coco80,
                                "images": result.images, "instances_read": n_in, "objects_written": n_out,
