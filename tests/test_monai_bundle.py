@@ -171,3 +171,30 @@ def test_unsafe_bundle_is_refused(tmp_path, where, value, named):
     (bundle / "configs" / "inference.json").write_text(json.dumps(config))
     with pytest.raises(ConfigError, match=named.replace("(", r"\(").replace("$", r"\$")):
         import_bundle(bundle, tmp_path / "e")
+
+
+def test_torchscript_bundle_imports_the_same_weights(tmp_path):
+    """A bundle shipping only ``models/model.ts`` imports to the same export weights and labels as its ``.pt``."""
+    from medseg.inference.factory import load_segmenter
+    from medseg.models.monai_bundle import import_bundle
+    from medseg.errors import ModelError
+
+    image_file = tmp_path / "case.nii.gz"
+    bundle = make_bundle(tmp_path, inference_json(image_file, tmp_path / "out"))
+    from_pt = import_bundle(bundle, tmp_path / "export_pt")
+    from monai.bundle import ConfigParser
+
+    net = ConfigParser({"network_def": NETWORK_DEF, "norm_kind": "batch"}).get_parsed_content("network_def")
+    net.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
+    torch.jit.script(net.eval()).save(str(bundle / "models" / "model.ts"))
+    (bundle / "models" / "model.pt").unlink()
+    from_ts = import_bundle(bundle, tmp_path / "export_ts")
+    a = torch.load(from_pt / "model.pt", weights_only=True)
+    b = torch.load(from_ts / "model.pt", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    volume = ct()
+    np.testing.assert_array_equal(load_segmenter(from_ts, device="cpu").predict(volume).array,
+                                  load_segmenter(from_pt, device="cpu").predict(volume).array)
+    (bundle / "models" / "model.ts").write_bytes(b"not a zip")
+    with pytest.raises(ModelError, match="model.ts: not a readable TorchScript archive"):
+        import_bundle(bundle, tmp_path / "export_bad")

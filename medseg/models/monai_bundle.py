@@ -1,6 +1,7 @@
 """MONAI bundles: read two parts of ``configs/inference.json`` under a whitelist, build them with MONAI.
 
-A bundle (``configs/metadata.json``, ``configs/inference.json``, ``models/model.pt``) is a
+A bundle (``configs/metadata.json``, ``configs/inference.json``, ``models/model.pt`` or a TorchScript
+``models/model.ts``) is a
 program as much as a config: real bundles fill ``device``, datasets and handlers with ``$``
 Python expressions. medseg uses only ``network_def`` and the ``preprocessing`` transform
 list, and checks them before MONAI's :class:`~monai.bundle.ConfigParser` sees them:
@@ -204,18 +205,46 @@ def load_weights(path: PathLike) -> dict[str, Any]:
     return state
 
 
+def load_torchscript_weights(path: PathLike) -> dict[str, Any]:
+    """The tensors of a bundle's TorchScript ``model.ts`` as a state_dict, to load into ``network_def``.
+
+    TorchScript archives hold TorchScript code and tensors, read by TorchScript's own loader (no
+    Python pickle); the scripted module is never run: only its parameters and buffers are kept.
+    """
+    import torch
+
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:  # RuntimeError for anything that is not a TorchScript archive
+        raise ModelError(f"{path}: not a readable TorchScript archive ({' '.join(str(exc).split())[:200]})") from None
+    state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    if not state:
+        raise ModelError(f"{path}: the TorchScript module holds no parameters")
+    return state
+
+
 def import_bundle(bundle_dir: PathLike, output: PathLike) -> Path:
-    """Write a medseg export of a MONAI bundle (checked parts in ``model.json``, weights in ``model.pt``)."""
+    """Write a medseg export of a MONAI bundle (checked parts in ``model.json``, weights in ``model.pt``).
+
+    Weights come from ``models/model.pt`` (``weights_only=True``) or, when only a TorchScript
+    ``models/model.ts`` is there, from its tensors (:func:`load_torchscript_weights`); either way the
+    network is ``network_def`` built by MONAI's parser under the whitelist, and the weights must fit it.
+    """
     from medseg.models.export import ModelExport, load_state_exactly, save_export
 
     bundle = Path(bundle_dir)
     config_path = find_config(bundle)
     parts = safe_parts(_load_config(config_path), where=str(config_path))
     weights = bundle / "models" / "model.pt"
-    if not weights.is_file():
-        raise InputError(f"{bundle}: no models/model.pt (TorchScript model.ts is not imported)")
+    scripted = bundle / "models" / "model.ts"
+    if not weights.is_file() and not scripted.is_file():
+        raise InputError(f"{bundle}: no models/model.pt or models/model.ts")
     net, _ = build(parts)
-    state = load_weights(weights)
+    if weights.is_file():
+        state = load_weights(weights)
+    else:
+        weights = scripted
+        state = load_torchscript_weights(scripted)
     load_state_exactly(net, state, where=f"{weights}: weights do not fit network_def")
     labels = _label_names(bundle)
     inferer = parts["inferer"]
@@ -227,4 +256,5 @@ def import_bundle(bundle_dir: PathLike, output: PathLike) -> Path:
     return save_export(output, state, export)
 
 
-__all__ = ["FAMILY", "safe_parts", "check_part", "build", "import_bundle", "load_weights", "find_config"]
+__all__ = ["FAMILY", "safe_parts", "check_part", "build", "import_bundle", "load_weights", "load_torchscript_weights",
+           "find_config"]
