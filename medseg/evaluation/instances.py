@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +42,7 @@ from medseg.data.instance_datasets import (
 from medseg.errors import InputError
 from medseg.io.tables import write_csv, write_json
 from medseg.metrics.instance import coco_stats, run_cocoeval
+from medseg.plots.charts import class_bar_chart
 
 log = logging.getLogger(__name__)
 
@@ -222,28 +222,6 @@ def _nanmean(values: list[float]) -> float:
     return float(np.mean(kept)) if kept else float("nan")
 
 
-def class_bar_chart(path: Path, names: list[str], values: list[float], overall: float, metric: str) -> None:
-    """Bar chart PNG of ``metric`` per class (``n/a`` for NaN) with the overall value as a dashed line."""
-    from medseg.plots.charts import new_figure, save_png
-
-    fig = new_figure(figsize=(min(40.0, max(5.0, 0.35 * len(names) + 2)), 4.0))
-    ax = fig.subplots()
-    arr = np.array(values, dtype=np.float64)
-    x = np.arange(len(names))
-    ax.bar(x, np.nan_to_num(arr, nan=0.0), color="tab:blue")
-    for i in np.flatnonzero(np.isnan(arr)):
-        ax.text(i, 0.01, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
-    if math.isfinite(overall):
-        ax.axhline(overall, color="tab:red", linestyle="--", label=f"{metric} {overall:.3f}")
-        ax.legend(loc="upper right", fontsize=8)
-    ax.set_xticks(x, names, rotation=90 if len(names) > 8 else 0, fontsize=8)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric} per class")
-    ax.grid(axis="y", alpha=0.3)
-    save_png(fig, path)
-
-
 def evaluate_instances(pred: str | os.PathLike[str], ref: str | os.PathLike[str], out_dir: str | os.PathLike[str],
                        *, class_names: dict[int, str] | None = None, boundary: bool = True,
                        max_detections: int = 100) -> InstanceEvaluationResult:
@@ -295,5 +273,5 @@ def evaluate_instances(pred: str | os.PathLike[str], ref: str | os.PathLike[str]
 
 
 __all__ = ["evaluate_instances", "reference_coco", "prediction_results", "per_class_ap",
-           "matched_instances", "boundary_iou_of_pair", "class_bar_chart", "InstanceEvaluationResult", "CSV_COLUMNS",
+           "matched_instances", "boundary_iou_of_pair", "InstanceEvaluationResult", "CSV_COLUMNS",
            "INSTANCE_COLUMNS"]

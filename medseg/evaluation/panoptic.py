@@ -39,7 +39,7 @@ from medseg.data.instance_datasets import (
     read_instance_prediction,
 )
 from medseg.errors import InputError
-from medseg.evaluation.instances import class_bar_chart
+from medseg.plots.charts import class_bar_chart
 from medseg.io.images import read_mask
 from medseg.io.tables import write_csv, write_json
 from medseg.metrics.instance import VOID, panoptic_stats, panoptic_summary

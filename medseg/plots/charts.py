@@ -55,26 +55,31 @@ def metric_boxplot(path: str | os.PathLike[str], metric: str, groups: list[tuple
     save_png(fig, path)
 
 
-def iou_bar_chart(path: str | os.PathLike[str], names: Sequence[str], iou: Sequence[float], miou: float) -> None:
-    """Bar chart PNG of the dataset IoU per class, with the mIoU as a dashed line (``n/a`` for NaN)."""
+def class_bar_chart(path: str | os.PathLike[str], names: Sequence[str], values: Sequence[float], overall: float,
+                    metric: str, *, ylabel: str | None = None, title: str | None = None) -> None:
+    """Bar chart PNG of ``metric`` per class (``n/a`` for NaN, range 0..1) with ``overall`` as a dashed line."""
     n = len(names)
     fig = new_figure(figsize=(min(40.0, max(5.0, 0.35 * n + 2)), 4.0), dpi=100)
     ax = fig.subplots()
-    values = np.array(iou, dtype=np.float64)
+    arr = np.array(values, dtype=np.float64)
     x = np.arange(n)
-    ax.bar(x, np.nan_to_num(values, nan=0.0), color="tab:blue")
-    for i in np.flatnonzero(np.isnan(values)):
+    ax.bar(x, np.nan_to_num(arr, nan=0.0), color="tab:blue")
+    for i in np.flatnonzero(np.isnan(arr)):
         ax.text(i, 0.01, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
-    if math.isfinite(miou):
-        ax.axhline(miou, color="tab:red", linestyle="--", label=f"mIoU {miou:.3f}")
+    if math.isfinite(overall):
+        ax.axhline(overall, color="tab:red", linestyle="--", label=f"{metric} {overall:.3f}")
         ax.legend(loc="lower right", fontsize=8)
     ax.set_xticks(x, list(names), rotation=90 if n > 8 else 0, fontsize=7 if n > 20 else 8)
     ax.set_ylim(0, 1)
-    ax.set_ylabel("IoU (dataset)")
-    ax.set_title("IoU per class")
+    ax.set_ylabel(ylabel or metric)
+    ax.set_title(title or f"{metric} per class")
     ax.grid(axis="y", alpha=0.3)
     save_png(fig, path)
 
 
+def iou_bar_chart(path: str | os.PathLike[str], names: Sequence[str], iou: Sequence[float], miou: float) -> None:
+    """Bar chart PNG of the dataset IoU per class, with the mIoU as a dashed line (``n/a`` for NaN)."""
+    class_bar_chart(path, names, iou, miou, "mIoU", ylabel="IoU (dataset)", title="IoU per class")
 
-__all__ = ["new_figure", "save_png", "metric_boxplot", "iou_bar_chart"]
+
+__all__ = ["new_figure", "save_png", "metric_boxplot", "iou_bar_chart", "class_bar_chart"]
