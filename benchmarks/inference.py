@@ -17,6 +17,10 @@ same input, three parts:
    share of time outside the network's forward passes (target: < 25%).
 3. **Batch** of ``--studies`` DICOM studies with 1 and 2 workers (``medseg.batch.run_batch``,
    local backend): studies per minute, and how many times each worker loaded the model.
+4. **Peak memory** of ``medseg predict`` and ``medseg batch`` (1 worker, NIfTI + overlay + report)
+   on one large CT (default 512 x 512 x 800 int16, 20 classes, a coarse 3.2 x 3.2 x 4 mm model
+   grid), each a fresh process tree: the largest resident set of any of its processes, against the
+   input array (targets: batch within 10% of predict, predict under 4x the input).
 
 Peak memory: on CPU the process's peak resident set (``VmHWM``, reset through
 ``/proc/self/clear_refs`` before each call) minus the resident set before the call; on
@@ -25,7 +29,8 @@ CUDA ``torch.cuda.max_memory_allocated`` minus the allocation before the call.
     python benchmarks/inference.py [--shape 512 512 300] [--patch 96 96 64] [--overlap 0.5]
         [--batch 2] [--classes 4] [--filters 16 32 64 128] [--device cpu|cuda]
         [--study-shape 512 512 300] [--target-spacing 1.6 1.6 3.0] [--studies 8]
-        [--batch-shape 256 256 100] [--skip sw,e2e,batch]
+        [--batch-shape 256 256 100] [--memory-shape 512 512 800] [--memory-classes 20]
+        [--skip sw,e2e,batch,memory]
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -270,6 +276,57 @@ def bench_batch(args: argparse.Namespace, work: Path) -> None:
               f"on {os.cpu_count()} CPU cores")
 
 
+# ----------------------------------------------------------------------------- part 4
+def _peak_child_mb(cmd: list[str]) -> tuple[float, float]:
+    """Run ``cmd`` in a fresh launcher process; (its wall seconds, the largest resident set any process
+    of the tree reached, MB: ``RUSAGE_CHILDREN`` of the launcher, a maximum, not a sum)."""
+    launcher = ("import resource, subprocess, sys, time, json; t = time.perf_counter(); "
+                "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
+                "print(json.dumps([time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))")
+    out = subprocess.run([sys.executable, "-c", launcher, *cmd], check=True, capture_output=True, text=True)
+    seconds, kib = json.loads(out.stdout.strip().splitlines()[-1])
+    return float(seconds), kib / 1024
+
+
+def bench_memory(args: argparse.Namespace, work: Path) -> None:
+    """Peak memory of ``medseg predict`` and ``medseg batch`` (NIfTI + overlay) on one large CT, each a
+    fresh process tree, against the input array's size."""
+    from medseg.io import save
+    from medseg.volume import Volume
+
+    shape = list(args.memory_shape)
+    rng = np.random.default_rng(0)
+    image = np.full(shape, -1000, np.int16)
+    centre = [n // 2 for n in shape]
+    image[centre[0] - shape[0] // 3:centre[0] + shape[0] // 3, centre[1] - shape[1] // 3:centre[1] + shape[1] // 3] = 40
+    image += rng.integers(-20, 20, size=shape[2], dtype=np.int16)[None, None, :]
+    studies = work / "memory_studies"
+    studies.mkdir(parents=True, exist_ok=True)
+    path = save(Volume(image, np.diag([0.8, 0.8, 1.0, 1.0]), {"modality": "CT"}), studies / "large_ct.nii")
+    input_mb = image.nbytes / 2**20
+    del image
+    local = argparse.Namespace(**{**vars(args), "classes": args.memory_classes, "target_spacing": args.memory_spacing,
+                                  "filters": [8, 16, 32, 64]})
+    model = export_model(work / "memory_model", local)
+    medseg = [sys.executable, "-m", "medseg"]
+    rows = []
+    for name, cmd in (
+        ("medseg predict (NIfTI)", medseg + ["predict", "--model", str(model), "-i", str(path),
+                                            "-o", str(work / "memory_predict"), "--device", args.device]),
+        ("medseg batch, 1 worker (NIfTI + overlay + report)",
+         medseg + ["batch", "--model", str(model), "-i", str(studies), "-o", str(work / "memory_batch"),
+                   "--workers", "1", "--device", args.device]),
+    ):
+        seconds, peak = _peak_child_mb(cmd)
+        rows.append([name, f"{seconds:.1f}", f"{peak:.0f}", f"{peak / input_mb:.2f}"])
+    table(f"peak memory: one CT {tuple(shape)} int16 ({input_mb:.0f} MB) at 0.8x0.8x1 mm, {args.memory_classes} "
+          f"classes, model grid at {tuple(args.memory_spacing)} mm, device {args.device}",
+          ["command", "wall s", "peak RSS MB", "peak / input array"], rows)
+    predict_mb, batch_mb = float(rows[0][2]), float(rows[1][2])
+    print(f"batch / predict peak: {batch_mb / predict_mb:.2f} (target within 1.10); "
+          f"predict peak / input: {predict_mb / input_mb:.2f} (target under 4)")
+
+
 def main() -> None:
     import torch
 
@@ -286,7 +343,10 @@ def main() -> None:
     parser.add_argument("--studies", type=int, default=8)
     parser.add_argument("--batch-shape", type=int, nargs=3, default=[256, 256, 100])
     parser.add_argument("--repeat", type=int, default=1, help="interleaved repeats of the sliding-window part")
-    parser.add_argument("--skip", default="", help="comma list of parts to skip: sw, e2e, batch")
+    parser.add_argument("--memory-shape", type=int, nargs=3, default=[512, 512, 800])
+    parser.add_argument("--memory-classes", type=int, default=20)
+    parser.add_argument("--memory-spacing", type=float, nargs=3, default=[3.2, 3.2, 4.0])
+    parser.add_argument("--skip", default="", help="comma list of parts to skip: sw, e2e, batch, memory")
     parser.add_argument("--keep", type=Path, default=None, help="work folder to keep (default: a temporary one)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -301,6 +361,8 @@ def main() -> None:
             bench_end_to_end(args, work)
         if "batch" not in skip:
             bench_batch(args, work)
+        if "memory" not in skip:
+            bench_memory(args, work)
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
