@@ -15,7 +15,8 @@ from medseg.models.export import load_exported, save_export
 # every registered family's tiny config comes from its registry contract: a family registered
 # without one fails test_every_family_declares_a_contract
 TINY = {name: get_model_spec(name).tiny_config for name in list_models() if get_model_spec(name).tiny_config}
-DENSE = sorted(name for name in TINY if not get_model_spec(name).promptable)
+DENSE = sorted(name for name in TINY if not get_model_spec(name).promptable and get_model_spec(name).task == "semantic")
+INSTANCE = sorted(name for name in TINY if get_model_spec(name).task == "instance")
 INPUT = {3: (2, 1, 16, 16, 8), 2: (2, 1, 32, 32)}
 
 
@@ -190,3 +191,53 @@ def test_schema_1_exports_still_load(tmp_path):
         load_exported(folder)  # in the current schema an unknown key is an error again
     with pytest.raises(ModelError, match="schema_version 7"):
         ModelExport.from_json({**data, "schema_version": 7})
+
+
+def _instance_batch(n_images: int = 2, size: int = 64) -> dict:
+    """Two images with one bright square each, as ultralytics' segment loss takes them (overlap masks)."""
+    img = torch.zeros(n_images, 3, size, size)
+    masks = torch.zeros(n_images, size, size)
+    boxes = []
+    for i in range(n_images):
+        y0, x0, s = 8 + 10 * i, 12 + 6 * i, 24
+        img[i, :, y0:y0 + s, x0:x0 + s] = 1.0
+        masks[i, y0:y0 + s, x0:x0 + s] = 1  # instance 1 of image i
+        boxes.append([(x0 + s / 2) / size, (y0 + s / 2) / size, s / size, s / size])
+    return {"img": img, "batch_idx": torch.arange(n_images).float(), "cls": torch.tensor([[0.0], [1.0]][:n_images]),
+            "bboxes": torch.tensor(boxes), "masks": masks}
+
+
+@pytest.mark.parametrize("name", INSTANCE)
+def test_instance_model_harness(name, tmp_path):
+    """Instance families (YOLO-seg): build, ultralytics' own loss falls, export, reload, identical eval outputs."""
+    pytest.importorskip("ultralytics")
+    from ultralytics.cfg import get_cfg
+
+    torch.manual_seed(0)
+    model = create_model(name, **TINY[name])
+    model.args = get_cfg()  # the loss reads its gains (box, cls, dfl, overlap_mask) here
+    batch = _instance_batch()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    losses = []
+    for _ in range(5):
+        optimizer.zero_grad()
+        loss, _items = model.loss(batch)
+        loss.sum().backward()
+        optimizer.step()
+        losses.append(float(loss.sum().detach()))
+    assert losses[-1] < losses[0], losses
+    model.eval()
+    x = batch["img"]
+    with torch.no_grad():
+        ref = model(x)[0]
+    info = {**_info(name, TINY[name]), "labels": {"0": "background", "1": "liver", "2": "spleen"}}
+    folder = save_export(tmp_path / "export", model, info)
+    state = torch.load(folder / "model.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    loaded, info2 = load_exported(tmp_path, device="cpu")
+    assert not loaded.training and info2["model"]["name"] == name
+    with torch.no_grad():
+        out = loaded(x)[0]
+    torch.testing.assert_close(out[0], ref[0])  # [B, 4 + nc + 32, anchors]: boxes, scores, mask coefficients
+    torch.testing.assert_close(out[1], ref[1])  # protos

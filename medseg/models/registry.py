@@ -38,7 +38,12 @@ log = logging.getLogger(__name__)
 # Modules that register model families when imported. Later issues append to this tuple.
 BUILTIN_FAMILIES: tuple[str, ...] = (
     "medseg.models.unet2d", "medseg.models.unet3d", "medseg.models.sam2", "medseg.models.general2d",
+    "medseg.models.yolo",
 )
+
+
+#: what a family's network outputs (:attr:`ModelSpec.task`)
+MODEL_TASKS: tuple[str, ...] = ("semantic", "instance")
 
 
 class UnknownModelError(ConfigError, KeyError):
@@ -65,6 +70,8 @@ class ModelSpec:
         weight_keys: builder options naming local initial-weight files.
         tiny_config: a small config for tests (built by the shared model harness).
         promptable: the network needs prompts (SAM2): it has no plain ``forward(image)``.
+        task: ``"semantic"`` (logits per pixel, the dense harness and predictors) or ``"instance"``
+            (the network returns detections with masks: YOLO-seg, :mod:`medseg.inference.yolo`).
     """
 
     name: str
@@ -77,6 +84,7 @@ class ModelSpec:
     weight_keys: tuple[str, ...] = ()
     tiny_config: dict[str, Any] | None = None
     promptable: bool = False
+    task: str = "semantic"
 
     def size_multiple(self, config: Mapping[str, Any] | None = None) -> tuple[int, ...]:
         """Per-axis factor (``spatial_dims`` values) every input size must be a multiple of.
@@ -116,6 +124,7 @@ def register_model(
     weight_keys: Sequence[str] = (),
     tiny_config: dict[str, Any] | None = None,
     promptable: bool = False,
+    task: str = "semantic",
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: register ``builder`` under ``name`` (lower-case letters, digits, ``_``) with its contract.
 
@@ -128,6 +137,8 @@ def register_model(
         raise ConfigError(f"model {name!r}: spatial_dims must be 2 or 3, got {spatial_dims}")
     if training_module is not None and not training_module.startswith("medseg."):
         raise ConfigError(f"model {name!r}: training_module must be inside medseg, got {training_module!r}")
+    if task not in MODEL_TASKS:
+        raise ConfigError(f"model {name!r}: task must be one of {', '.join(MODEL_TASKS)}, got {task!r}")
 
     def decorator(builder: Callable[..., Any]) -> Callable[..., Any]:
         existing = _REGISTRY.get(name)
@@ -150,6 +161,7 @@ def register_model(
             weight_keys=tuple(weight_keys),
             tiny_config=dict(tiny_config) if tiny_config is not None else None,
             promptable=promptable,
+            task=task,
         )
         return builder
 
@@ -226,6 +238,7 @@ def create_model(name: str, **config: Any) -> Any:
 
 __all__ = [
     "BUILTIN_FAMILIES",
+    "MODEL_TASKS",
     "ModelSpec",
     "UnknownModelError",
     "register_model",

@@ -229,6 +229,10 @@ def train(
     cfg = load_config(config, overrides)
     run_dir = Path(out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.model.name == "yolo_seg":  # ultralytics' own trainer, in a child process (medseg.training.yolo)
+        from medseg.training.yolo import train_yolo
+
+        return train_yolo(cfg, run_dir, resume=resume, t0=t0)
     ckpt_last = run_dir / CHECKPOINT_DIR / "last.ckpt"
     if resume and not ckpt_last.is_file():
         raise InputError(f"{ckpt_last}: nothing to resume (no last checkpoint in {run_dir})")

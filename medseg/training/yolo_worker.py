@@ -1,0 +1,60 @@
+"""The child process of YOLO training and prediction: ``python -m medseg.training.yolo_worker COMMAND JOB.json``.
+
+Started by :func:`medseg.training.yolo.run_worker` with an offline environment; this is the only
+process that imports ultralytics. Commands:
+
+- ``train``: ``YOLO(model, task="segment").train(**args)`` (``amp=False`` and ``workers=0`` on CPU)
+  or ``YOLO(last.pt).train(resume=True)``; then the best weights (ultralytics' ``best.pt``, our own
+  file: this is the one place a pickled ultralytics checkpoint is read) are written as a plain
+  state_dict (``export_state``) with the model YAML (``export_info``);
+prediction has its own child, ``python -m medseg.inference.yolo``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _device(args: dict[str, Any]) -> str:
+    import torch
+
+    return str(args.get("device") or ("0" if torch.cuda.is_available() else "cpu"))
+
+
+def train(job: dict[str, Any]) -> None:
+    """Run ultralytics' trainer as ``job`` says, then write the best weights as a plain state_dict."""
+    import torch
+    import ultralytics
+    from ultralytics import YOLO
+
+    if job.get("resume"):
+        YOLO(job["resume"], task="segment").train(resume=True)
+    else:
+        args = dict(job["args"])
+        args["device"] = _device(args)
+        if args["device"] == "cpu":
+            args.setdefault("amp", False)
+            args.setdefault("workers", 0)
+        YOLO(job["model"], task="segment").train(**args)
+    weights = Path(job["args"]["project"]) / job["args"]["name"] / "weights"
+    source = weights / "best.pt" if (weights / "best.pt").is_file() else weights / "last.pt"
+    ckpt = torch.load(source, map_location="cpu", weights_only=False)  # ultralytics' own checkpoint of this run
+    net = (ckpt.get("ema") or ckpt["model"]).float()
+    torch.save({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, job["export_state"])
+    Path(job["export_info"]).write_text(json.dumps({"yaml": dict(net.yaml), "source": str(source),
+                                                    "ultralytics": ultralytics.__version__}, indent=2))
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] != "train":
+        print("usage: python -m medseg.training.yolo_worker train JOB.json", file=sys.stderr)
+        return 2
+    train(json.loads(Path(argv[1]).read_text(encoding="utf-8")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,158 @@
+"""YOLO-seg behind ``medseg train`` and ``medseg predict-images``: ultralytics' trainer in a child process,
+offline (a network guard inside the child), metrics.csv, a state_dict export, full-resolution instance maps."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medseg.errors import ConfigError
+
+pytest.importorskip("ultralytics")
+
+SIZE = 64
+# installed in the child through PYTHONPATH: any non-loopback connect or DNS lookup is written down and fails
+GUARD = '''
+import os, socket
+_log = os.environ["MEDSEG_TEST_NETLOG"]
+open(_log + ".on", "w").close()  # the guard is installed in this process
+def _note(what):
+    with open(_log, "a") as fh:
+        fh.write(repr(what) + "\\n")
+    raise OSError("network access refused by the medseg test guard: %r" % (what,))
+def _local(address):
+    host = address[0] if isinstance(address, tuple) and address else None
+    return not isinstance(address, tuple) or host in ("localhost", "127.0.0.1", "::1", "", None)
+_connect, _connect_ex, _gai = socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo
+def connect(self, address):
+    return _connect(self, address) if _local(address) else _note(address)
+def connect_ex(self, address):
+    return _connect_ex(self, address) if _local(address) else _note(address)
+def getaddrinfo(host, *a, **k):
+    return _gai(host, *a, **k) if host in ("localhost", "127.0.0.1", "::1", None) else _note(host)
+socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = connect, connect_ex, getaddrinfo
+'''
+
+
+def _shapes(n: int, seed: int) -> list[tuple[np.ndarray, list[tuple[int, np.ndarray]]]]:
+    """``n`` RGB images with one square (class 0) and one triangle (class 1) each, and their polygons."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        img = np.full((SIZE, SIZE, 3), 20, np.uint8)
+        x0, y0 = rng.integers(4, 24, size=2)
+        s = int(rng.integers(14, 22))
+        img[y0:y0 + s, x0:x0 + s] = (220, 60, 60)
+        square = np.array([[x0, y0], [x0 + s, y0], [x0 + s, y0 + s], [x0, y0 + s]], float)
+        tx, ty = 40 + int(rng.integers(0, 6)), 36 + int(rng.integers(0, 6))
+        tri = np.array([[tx, ty], [tx + 18, ty + 18], [tx, ty + 18]], float)
+        yy, xx = np.mgrid[:SIZE, :SIZE]
+        inside = (xx >= tx) & (yy <= ty + 18) & (xx - tx <= yy - ty)
+        img[inside] = (60, 200, 60)
+        out.append((img, [(0, square), (1, tri)]))
+    return out
+
+
+def make_yolo_dataset(root: Path) -> Path:
+    """A yolo_seg folder: 4 training and 2 validation images, 64 x 64, two classes."""
+    from PIL import Image
+
+    for split, n, seed in (("train", 4, 0), ("val", 2, 1)):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for i, (img, polys) in enumerate(_shapes(n, seed)):
+            Image.fromarray(img).save(root / "images" / split / f"{split}{i}.png")
+            lines = [" ".join([str(c)] + [f"{v / SIZE:.5f}" for v in p.ravel()]) for c, p in polys]
+            (root / "labels" / split / f"{split}{i}.txt").write_text("\n".join(lines) + "\n")
+    (root / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nnames: [square, triangle]\n")
+    return root
+
+
+def yolo_config(root: Path, **train) -> dict:
+    return {"model": {"name": "yolo_seg", "config": {"model": "yolo11n-seg.yaml",
+                                                     "args": {"mosaic": 0.0, "plots": True, "val": True}}},
+            "dataset": {"root": str(root)}, "images": {"crop_size": [SIZE, SIZE]},
+            "train": {"max_epochs": 2, "batch_size": 4, "seed": 0, **train}}
+
+
+@pytest.fixture(scope="module")
+def yolo_run(tmp_path_factory):
+    """One YOLO-seg training run (2 epochs) under a network guard inside the ultralytics child."""
+    import os
+
+    from medseg.training.engine import train
+
+    tmp = tmp_path_factory.mktemp("yolo")
+    data = make_yolo_dataset(tmp / "data")
+    guard = tmp / "guard"
+    guard.mkdir()
+    (guard / "sitecustomize.py").write_text(GUARD)
+    netlog = tmp / "network_attempts.txt"
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "MEDSEG_TEST_NETLOG")}
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(guard), str(Path(__file__).resolve().parents[1])])
+    os.environ["MEDSEG_TEST_NETLOG"] = str(netlog)
+    try:
+        run = train(yolo_config(data), out_dir=tmp / "run")
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return run, data, netlog
+
+
+def test_yolo_train_run_folder_offline(yolo_run):
+    run, data, netlog = yolo_run
+    assert Path(f"{netlog}.on").is_file(), "the network guard was not installed in the ultralytics child"
+    assert not netlog.exists(), f"the ultralytics child tried the network: {netlog.read_text()}"
+    assert "Downloading" not in (run / "yolo" / "train.log").read_text()
+    assert (run / "yolo" / "config" / "Ultralytics" / "Arial.ttf").is_file()
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for key in ("train_loss", "val_map50_mask", "val_map_mask", "train_seg_loss"):
+        assert key in rows[0], sorted(rows[0])
+    assert (run / "curves.png").stat().st_size > 1000
+    info = json.loads((run / "export" / "model.json").read_text())
+    assert info["model"]["name"] == "yolo_seg" and info["model"]["config"]["nc"] == 2
+    assert info["labels"] == {"0": "background", "1": "square", "2": "triangle"}
+    assert not list(data.rglob("*.cache")), "ultralytics wrote its label cache into the dataset"
+
+
+def test_yolo_export_is_a_state_dict_that_reloads(yolo_run):
+    import torch
+
+    from medseg.models.export import load_exported
+
+    run, _, _ = yolo_run
+    state = torch.load(run / "export" / "model.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    model, info = load_exported(run)
+    assert info["inference"]["task"] == "instance" and not model.training
+    assert torch.get_num_threads() >= 1
+
+
+def test_bare_weights_name_refused(tmp_path):
+    from medseg.training.engine import train
+
+    data = make_yolo_dataset(tmp_path / "data")
+    cfg = yolo_config(data)
+    cfg["model"]["config"]["model"] = "yolo11n-seg.pt"
+    with pytest.raises(ConfigError, match="local file"):
+        train(cfg, out_dir=tmp_path / "run")
+    cfg["model"]["config"] = {"model": "yolo11n-seg.yaml", "args": {"epochs": 3}}
+    with pytest.raises(ConfigError, match="epochs"):
+        train(cfg, out_dir=tmp_path / "run")
+
+
+def test_import_medseg_models_stays_light():
+    import subprocess
+
+    code = "import sys, medseg.models; medseg.models.list_models(); print('ultralytics' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
