@@ -3,8 +3,10 @@ offline (a network guard inside the child), metrics.csv, a state_dict export, fu
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -80,37 +82,46 @@ def yolo_config(root: Path, **train) -> dict:
             "train": {"max_epochs": 2, "batch_size": 4, "seed": 0, **train}}
 
 
-@pytest.fixture(scope="module")
-def yolo_run(tmp_path_factory):
-    """One YOLO-seg training run (2 epochs) under a network guard inside the ultralytics child."""
-    import os
-
-    from medseg.training.engine import train
-
-    tmp = tmp_path_factory.mktemp("yolo")
-    data = make_yolo_dataset(tmp / "data")
-    guard = tmp / "guard"
-    guard.mkdir()
+@contextlib.contextmanager
+def network_guard(folder: Path):
+    """Children started inside get :data:`GUARD` (through PYTHONPATH); yields the attempts file."""
+    guard = folder / "guard"
+    guard.mkdir(exist_ok=True)
     (guard / "sitecustomize.py").write_text(GUARD)
-    netlog = tmp / "network_attempts.txt"
+    netlog = folder / "network_attempts.txt"
     saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "MEDSEG_TEST_NETLOG")}
     os.environ["PYTHONPATH"] = os.pathsep.join([str(guard), str(Path(__file__).resolve().parents[1])])
     os.environ["MEDSEG_TEST_NETLOG"] = str(netlog)
     try:
-        run = train(yolo_config(data), out_dir=tmp / "run")
+        yield netlog
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def assert_offline(netlog: Path) -> None:
+    assert Path(f"{netlog}.on").is_file(), "the network guard was not installed in the ultralytics child"
+    assert not netlog.exists(), f"the ultralytics child tried the network: {netlog.read_text()}"
+
+
+@pytest.fixture(scope="module")
+def yolo_run(tmp_path_factory):
+    """One YOLO-seg training run (2 epochs) under a network guard inside the ultralytics child."""
+    from medseg.training.engine import train
+
+    tmp = tmp_path_factory.mktemp("yolo")
+    data = make_yolo_dataset(tmp / "data")
+    with network_guard(tmp) as netlog:
+        run = train(yolo_config(data), out_dir=tmp / "run")
     return run, data, netlog
 
 
 def test_yolo_train_run_folder_offline(yolo_run):
     run, data, netlog = yolo_run
-    assert Path(f"{netlog}.on").is_file(), "the network guard was not installed in the ultralytics child"
-    assert not netlog.exists(), f"the ultralytics child tried the network: {netlog.read_text()}"
+    assert_offline(netlog)
     assert "Downloading" not in (run / "yolo" / "train.log").read_text()
     assert (run / "yolo" / "config" / "Ultralytics" / "Arial.ttf").is_file()
     rows = list(csv.DictReader((run / "metrics.csv").open()))
@@ -156,3 +167,53 @@ def test_import_medseg_models_stays_light():
     code = "import sys, medseg.models; medseg.models.list_models(); print('ultralytics' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_predict_images_full_resolution_instances(yolo_run, tmp_path):
+    """predict-images on a yolo_seg run: 16-bit instance ids at the image's own size, the table, the union."""
+    from PIL import Image
+
+    from medseg.data.instance_datasets import read_instance_prediction
+    from medseg.inference.images import predict_image_folder
+
+    run, data, _ = yolo_run
+    src = tmp_path / "in"
+    src.mkdir()
+    img = np.asarray(Image.open(data / "images" / "val" / "val0.png"))
+    Image.fromarray(np.kron(img, np.ones((2, 3, 1), np.uint8))).save(src / "wide.png")  # 128 x 192, not imgsz
+    records = predict_image_folder(run, src, tmp_path / "out")
+    assert [r["status"] for r in records] == ["ok"] and records[0]["shape"] == [128, 192]
+    ids, table = read_instance_prediction(tmp_path / "out" / "wide_instances.png")
+    assert ids.shape == (128, 192)
+    assert Image.open(tmp_path / "out" / "wide_instances.png").mode.startswith("I")  # 16-bit
+    semantic = np.asarray(Image.open(tmp_path / "out" / "wide.png"))
+    assert semantic.shape == (128, 192)
+    for iid, (cls, score) in table.items():
+        assert cls in (1, 2) and 0 < score <= 1
+        assert np.all(semantic[ids == iid] == cls)
+    assert np.all(semantic[ids == 0] == 0)
+    again = predict_image_folder(run, src, tmp_path / "out")  # resumes: already written
+    assert [r["status"] for r in again] == ["skipped"]
+    # a low threshold, so that the briefly trained network gives instances, under the guard
+    from medseg.inference.yolo import predict_yolo_folder
+
+    with network_guard(tmp_path) as netlog:
+        [record] = predict_yolo_folder(run, src, tmp_path / "low", conf=0.001)
+    assert_offline(netlog)
+    ids, table = read_instance_prediction(tmp_path / "low" / "wide_instances.png")
+    semantic = np.asarray(Image.open(tmp_path / "low" / "wide.png"))
+    assert record["instances"] == len(table) > 0 and set(np.unique(ids)) - {0} == set(table)
+    for iid, (cls, _score) in table.items():
+        assert np.all(semantic[ids == iid] == cls)
+    scores = [table[i][1] for i in sorted(table)]
+    assert scores == sorted(scores, reverse=True)  # ids in decreasing score
+
+
+@pytest.mark.parametrize("name", ["yolo_seg_images.yaml", "yolo_seg_images_cpu.yaml"])
+def test_pipelines_load(name):
+    from medseg.models.yolo import check_yolo_model
+    from medseg.training.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "pipelines" / name, [])
+    assert cfg.model.name == "yolo_seg" and cfg.images.crop_size[0] % 32 == 0
+    assert check_yolo_model(cfg.model.config["model"]) == "yolo11n-seg.yaml"

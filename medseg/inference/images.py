@@ -191,7 +191,13 @@ def predict_image_folder(
             ``output_dir`` equal to ``input_dir``.
         ModelError / ConfigError: the export is not a usable 2D model, its
             normalisation is unknown or the inference mode does not fit it.
+
+    A ``yolo_seg`` export writes instance maps instead (:mod:`medseg.inference.yolo`).
     """
+    from medseg.inference.yolo import is_yolo_export, predict_yolo_folder
+
+    if is_yolo_export(model):  # ultralytics YOLO-seg: <stem>_instances.png/.json + <stem>.png, in a child process
+        return predict_yolo_folder(model, input_dir, output_dir, device=device, overwrite=overwrite, on_image=on_image)
     import torch
 
     from medseg.io.images import files_by_stem

@@ -1,0 +1,196 @@
+"""``medseg predict-images`` for a ``yolo_seg`` export: instance maps at full image resolution.
+
+For every image (sorted by stem) of the input folder this writes
+
+- ``<stem>_instances.png``: 16-bit instance ids (0 = background) at the image's own ``H x W``; the
+  masks are built from the prototypes upsampled to the original image (ultralytics'
+  ``retina_masks`` path, ``process_mask_native``), never its quarter-size masks; where two
+  instances overlap the higher score wins; ids are 1, 2, ... in decreasing score;
+- ``<stem>_instances.json``: ``{"instances": [{"id": 1, "class": 1, "score": 0.93}, ...]}`` (medseg
+  class ids: YOLO class ``c`` is ``c + 1``), read back by
+  :func:`medseg.data.instance_datasets.read_instance_prediction`;
+- ``<stem>.png``: the semantic union (each pixel the class of its instance);
+
+and one line per image in ``predictions.jsonl`` as :func:`medseg.inference.images.predict_image_folder`
+does. The network runs in a child process (``python -m medseg.inference.yolo predict JOB.json``, the
+offline environment of :func:`medseg.models.yolo.yolo_environment`), so ultralytics' thread settings
+never reach the caller. Images are letterboxed to the export's ``imgsz`` (grey 114 padding, RGB / 255)
+as ultralytics' predictor does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.errors import InputError, ModelError
+
+log = logging.getLogger(__name__)
+
+RECORDS_NAME = "predictions.jsonl"  # the file of medseg.inference.images
+
+
+def is_yolo_export(model: str | os.PathLike[str]) -> bool:
+    """True when ``model`` (an export or run folder) holds a ``yolo_seg`` export (``False`` when there is no
+    readable export: the caller's own loading reports that)."""
+    from medseg.errors import MedsegError
+    from medseg.models.export import read_export
+
+    try:
+        return read_export(model).name == "yolo_seg"
+    except MedsegError:
+        return False
+
+
+def predict_yolo_folder(model: str | os.PathLike[str], input_dir: str | os.PathLike[str],
+                        output_dir: str | os.PathLike[str], *, device: str | None = None, overwrite: bool = False,
+                        on_image: Callable[[dict[str, Any]], None] | None = None,
+                        conf: float | None = None, iou: float | None = None) -> list[dict[str, Any]]:
+    """Segment every image of ``input_dir`` with a ``yolo_seg`` export (see the module docstring).
+
+    Returns:
+        One record per image in stem order: ``input``, ``output`` (the ``_instances.png``), ``shape``
+        ``[H, W]``, ``seconds``, ``status`` (``ok``, ``skipped``, ``failed``), ``error``, ``instances``.
+
+    Raises:
+        InputError: no such input folder or no images, ``output_dir`` equal to ``input_dir``.
+        ModelError: not a ``yolo_seg`` export, or the child failed (its log's last lines).
+    """
+    from medseg.io.images import files_by_stem
+    from medseg.models.export import find_export, read_export
+    from medseg.models.yolo import run_worker
+
+    src, out = Path(input_dir), Path(output_dir)
+    if not files_by_stem(src):
+        raise InputError(f"{src}: no images (.png, .jpg, .jpeg, .tif, .tiff, .bmp)")
+    if out.resolve() == src.resolve():
+        raise InputError(f"{out}: the output folder must differ from the input folder (masks are <stem>.png)")
+    folder = find_export(model)
+    export = read_export(folder)
+    if export.name != "yolo_seg":
+        raise ModelError(f"{folder}: a {export.name!r} export, not yolo_seg")
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="medseg-yolo-") as tmp:
+        records_path = Path(tmp) / "records.json"
+        job = {"export": str(folder.resolve()), "input": str(src.resolve()), "output": str(out.resolve()),
+               "device": device, "overwrite": overwrite, "conf": conf, "iou": iou, "records": str(records_path)}
+        run_worker("medseg.inference.yolo", "predict", job, Path(tmp), log_name="predict.log")
+        records = json.loads(records_path.read_text(encoding="utf-8"))
+    for record in records:
+        if record["status"] == "failed":
+            log.warning("%s: %s", record["input"], record["error"])
+        if on_image:
+            on_image(record)
+    return records
+
+
+# --------------------------------------------------------------------------- the child
+def _rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """``[H, W, 3]`` uint8 of a :func:`medseg.io.images.read_image` array (grey replicated, deeper grey scaled)."""
+    if image.dtype != np.uint8:
+        lo, hi = float(image.min()), float(image.max())
+        image = ((image.astype(np.float64) - lo) / (hi - lo if hi > lo else 1.0) * 255).round().astype(np.uint8)
+    return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
+
+
+def instance_maps(net: Any, image: np.ndarray, *, imgsz: int, conf: float, iou: float, max_det: int,
+                  device: str) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """``(ids [H, W] uint16, [{"id", "class", "score"}])`` of one ``[H, W, C]`` image (needs ultralytics)."""
+    import torch
+    from ultralytics.data.augment import LetterBox
+    from ultralytics.utils import ops
+    from ultralytics.utils.nms import non_max_suppression
+
+    rgb = _rgb_uint8(image)
+    h, w = rgb.shape[:2]
+    boxed = LetterBox((imgsz, imgsz), auto=False, stride=32)(image=rgb)
+    x = torch.from_numpy(np.ascontiguousarray(boxed.transpose(2, 0, 1))).float().div(255).unsqueeze(0).to(device)
+    nc = int(net.yaml["nc"])
+    with torch.inference_mode():
+        pred, protos = net(x)[0]
+        det = non_max_suppression(pred, conf, iou, max_det=max_det, nc=nc)[0]
+        ids = np.zeros((h, w), np.uint16)
+        if not len(det):
+            return ids, []
+        det = det[det[:, 4].argsort(descending=True)]
+        boxes = ops.scale_boxes(x.shape[2:], det[:, :4].clone(), (h, w))
+        masks = ops.process_mask_native(protos[0], det[:, 6:], boxes, (h, w)).bool().cpu().numpy()
+    table = []
+    for n in range(len(det) - 1, -1, -1):  # lowest score first: the higher score wins an overlap
+        ids[masks[n]] = n + 1
+    present = set(np.unique(ids).tolist())
+    for n in range(len(det)):
+        if n + 1 in present:
+            table.append({"id": n + 1, "class": int(det[n, 5]) + 1, "score": round(float(det[n, 4]), 5)})
+    return ids, table
+
+
+def predict_job(job: dict[str, Any]) -> None:
+    """The child's work: every image of ``job["input"]`` through the export, outputs and records written."""
+    from medseg.data.instance_convert import write_instance_png
+    from medseg.data.instance_datasets import PREDICTION_SUFFIX
+    from medseg.io.atomic import write_text_atomic
+    from medseg.io.images import files_by_stem, read_image, save_mask
+    from medseg.models.export import load_exported, resolve_device
+
+    device = resolve_device(job.get("device"))
+    net, info = load_exported(job["export"], device=device)
+    settings = info["inference"]
+    conf = job.get("conf") if job.get("conf") is not None else settings.get("conf", 0.25)
+    iou = job.get("iou") if job.get("iou") is not None else settings.get("iou", 0.7)
+    imgsz = int(settings.get("imgsz", info["model"]["config"].get("imgsz", 640)))
+    out = Path(job["output"])
+    records = []
+    with (out / RECORDS_NAME).open("a", encoding="utf-8") as log_file:
+        for path in files_by_stem(job["input"]).values():
+            t0 = time.perf_counter()
+            target = out / f"{path.stem}{PREDICTION_SUFFIX}.png"
+            record: dict[str, Any] = {"input": str(path), "output": str(target), "shape": None, "seconds": 0.0,
+                                      "status": "ok", "error": None, "instances": None}
+            if target.exists() and (out / f"{path.stem}.png").exists() and not job.get("overwrite"):
+                record["status"] = "skipped"
+            else:
+                try:
+                    image = read_image(path)
+                    ids, table = instance_maps(net, image, imgsz=imgsz, conf=conf, iou=iou,
+                                               max_det=int(settings.get("max_det", 300)), device=device)
+                except (InputError, RuntimeError) as exc:
+                    record.update(status="failed", output=None, error=f"{path}: {exc}")
+                else:
+                    classes = np.zeros(int(ids.max(initial=0)) + 1, np.uint16)
+                    for entry in table:
+                        classes[entry["id"]] = entry["class"]
+                    semantic = classes[ids]
+                    write_instance_png(target, ids)
+                    write_text_atomic(target.with_suffix(".json"), json.dumps({"instances": table}, indent=1) + "\n")
+                    save_mask(out / f"{path.stem}.png", semantic.astype(np.uint8 if semantic.max() < 256 else np.uint16))
+                    record.update(shape=list(ids.shape), instances=len(table))
+            record["seconds"] = round(time.perf_counter() - t0, 4)
+            records.append(record)
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
+    Path(job["records"]).write_text(json.dumps(records), encoding="utf-8")
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] != "predict":
+        print("usage: python -m medseg.inference.yolo predict JOB.json", file=sys.stderr)
+        return 2
+    predict_job(json.loads(Path(argv[1]).read_text(encoding="utf-8")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
+
+
+__all__ = ["is_yolo_export", "predict_yolo_folder", "instance_maps", "predict_job"]
