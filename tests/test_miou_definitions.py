@@ -20,12 +20,17 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 
 @pytest.fixture()
 def semantic_metrics():
-    """ultralytics' ``SemanticMetrics``; its import sets ``OMP_NUM_THREADS=1`` process-wide, undone here."""
+    """ultralytics' ``SemanticMetrics``; its import sets ``OMP_NUM_THREADS=1`` and replaces ``PIL.Image.open``
+    process-wide (a HEIF hook that tries to install pi-heif on any unreadable image), both undone here."""
+    from PIL import Image
+
     before = os.environ.get("OMP_NUM_THREADS")
     threads = torch.get_num_threads()
+    pil_open = Image.open
     from ultralytics.utils.metrics import SemanticMetrics
 
     yield SemanticMetrics
+    Image.open = pil_open
     torch.set_num_threads(threads)
     if before is None:
         os.environ.pop("OMP_NUM_THREADS", None)

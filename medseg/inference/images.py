@@ -212,7 +212,9 @@ def predict_image_folder(
         raise InputError(f"{src}: no images (.png, .jpg, .jpeg, .tif, .tiff, .bmp)")
     if out.resolve() == src.resolve():
         raise InputError(f"{out}: the output folder must differ from the input folder (masks are <stem>.png)")
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    from medseg.models.export import resolve_device
+
+    dev = resolve_device(device)
     net, info = load_exported(model, device=dev)
     if info["spatial_dims"] != 2:
         raise ModelError(f"{model}: a {info['spatial_dims']}D model; predict-images needs a 2D model")

@@ -43,7 +43,9 @@ class BundleSegmenter:
         from medseg.models.monai_bundle import build
 
         self.export = export
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        from medseg.models.export import resolve_device
+
+        self.device = torch.device(resolve_device(device))
         net, pre = build(export.config, device=str(self.device))
         load_state_exactly(net, state, where="model.pt: weights do not fit network_def")
         self.network = net.to(self.device).eval()

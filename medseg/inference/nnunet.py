@@ -364,7 +364,9 @@ class NnunetSegmenter:
         self.model = model
         self.config = model.config
         self.layout = label_layout(model.dataset_json)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        from medseg.models.export import resolve_device
+
+        self.device = torch.device(resolve_device(device))
         self.network = build_network(self.config, model.dataset_json).to(self.device)
         self.tta = bool(tta)
         self.tile_step_size = float(tile_step_size)

@@ -37,9 +37,9 @@ PathLike = str | os.PathLike[str]
 
 
 def _default_device() -> str:
-    import torch
+    from medseg.models.export import resolve_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return resolve_device(None)
 
 
 class Predictor:

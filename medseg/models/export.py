@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medseg.errors import InputError, ModelError
+from medseg.errors import ConfigError, InputError, ModelError
 from medseg.io.atomic import atomic_path, sha256_file, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,7 @@ class ModelExport:
         for key in ("preprocessing", "inference"):
             if not isinstance(data[key], Mapping):
                 raise ModelError(f"{where}: '{key}' must be a dict")
+        _check_ranges(data, where)
         known = {"model", "spatial_dims", "labels", "preprocessing", "inference", "postprocessing", "plan",
                  "training", "sha256", "versions", "schema_version", "format_version"}
         return cls(
@@ -152,6 +153,63 @@ class ModelExport:
         out.update({"format_version": FORMAT_VERSION, "schema_version": SCHEMA_VERSION,
                     "versions": dict(self.versions), "sha256": self.sha256})
         return out
+
+
+#: bounds of the sizes ``model.json`` may declare (past them an allocation would fail or never end)
+MAX_PATCH_VOXELS_PER_AXIS = 4096
+SPACING_RANGE_MM = (0.01, 100.0)
+
+
+def _check_ranges(data: Mapping[str, Any], where: str) -> None:
+    """Refuse sizes no machine can allocate: a patch axis outside 1..4096 voxels, a target spacing
+    outside 0.01..100 mm, an overlap outside [0, 1), a batch size below 1 (each error names the key)."""
+    import math
+
+    inference, pre = data.get("inference") or {}, data.get("preprocessing") or {}
+    patch = inference.get("patch_size")
+    if patch is not None and (not isinstance(patch, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_PATCH_VOXELS_PER_AXIS for v in patch)):
+        raise ModelError(f"{where}: inference.patch_size {patch!r} out of range (integers 1..{MAX_PATCH_VOXELS_PER_AXIS} "
+                         "voxels per axis)")
+    spacing = pre.get("target_spacing_mm")
+    low, high = SPACING_RANGE_MM
+    if spacing is not None and (not isinstance(spacing, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and low <= v <= high
+            for v in spacing)):
+        raise ModelError(f"{where}: preprocessing.target_spacing_mm {spacing!r} out of range ({low}..{high} mm)")
+    overlap = inference.get("overlap")
+    if overlap is not None and not (isinstance(overlap, (int, float)) and 0 <= overlap < 1):
+        raise ModelError(f"{where}: inference.overlap {overlap!r} out of range (0 <= overlap < 1)")
+    batch = inference.get("batch_size")
+    if batch is not None and not (isinstance(batch, int) and not isinstance(batch, bool) and 1 <= batch <= 4096):
+        raise ModelError(f"{where}: inference.batch_size {batch!r} out of range (1..4096)")
+
+
+def resolve_device(device: Any = None) -> str:
+    """The torch device to run on: ``device`` checked, or CUDA when available, else CPU.
+
+    Raises:
+        ConfigError: a CUDA device where none is available (or past the last one), or a name
+            torch does not know, instead of a failure blamed on the model file later.
+    """
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    name = str(device)
+    try:
+        parsed = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"--device {name!r} is not a torch device (cpu, cuda, cuda:1, mps)") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name}: no CUDA device is available on this machine "
+                              "(torch.cuda.is_available() is False); use --device cpu")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if parsed.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ConfigError(f"--device {name}: MPS is not available on this machine; use --device cpu")
+    return name
 
 
 def validate_info(info: Mapping[str, Any], *, where: str = "model.json") -> None:
@@ -239,6 +297,7 @@ def load_exported(path: str | os.PathLike[str], device: Any = "cpu", *, verify: 
     weights = folder / WEIGHTS_NAME
     if verify and info.get("sha256") and sha256_file(weights) != info["sha256"]:
         raise ModelError(f"{weights}: SHA-256 does not match model.json (file changed or corrupt)")
+    device = resolve_device(device)
     state = read_state_dict(weights, map_location=device)
     from medseg.models.registry import get_model_spec
 
@@ -310,6 +369,7 @@ __all__ = [
     "read_export",
     "save_export",
     "load_exported",
+    "resolve_device",
     "load_state_exactly",
     "read_state_dict",
     "read_info",

@@ -111,6 +111,10 @@ def target_grid(volume: Volume, spacing_mm: Sequence[float]) -> tuple[tuple[int,
     return tuple(int(s) for s in shape), affine
 
 
+#: the largest grid :func:`resample_to_spacing` makes (2**31 voxels: 8 GiB as float32)
+MAX_RESAMPLED_VOXELS = 2**31
+
+
 def resample_to_spacing(volume: Volume, spacing_mm: Sequence[float], *, order: int) -> Volume:
     """Resample ``volume`` to voxels of ``spacing_mm`` (mm, per array axis ``i, j, k``).
 
@@ -135,6 +139,11 @@ def resample_to_spacing(volume: Volume, spacing_mm: Sequence[float], *, order: i
     if new.shape == old.shape and np.all(np.abs(new - old) <= _SPACING_RTOL * old):
         return volume.with_array(volume.array.copy())
     shape, affine = target_grid(volume, spacing_mm)
+    voxels = int(np.prod([int(n) for n in shape], dtype=np.float64))
+    if voxels > MAX_RESAMPLED_VOXELS:
+        raise InputError(f"resampling the {'x'.join(map(str, volume.spatial_shape))} volume to "
+                         f"{[round(float(v), 4) for v in spacing_mm]} mm would make a grid of {voxels:.3g} voxels "
+                         f"(the limit is {MAX_RESAMPLED_VOXELS:.3g}); check the model's target spacing")
     return resample_to_grid(volume, shape, affine, order=order)
 
 
