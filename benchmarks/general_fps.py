@@ -143,7 +143,7 @@ def main() -> None:
     print("|" + "---|" * (header.count("|") - 1))
     for r in rows:
         print(f"| {r['model']} | {r['params_m']:.1f} | {r['input']} | {r['device']} | {r['precision']} | "
-              f"{r['library_ms']:.0f} | {r['library_fps']:.2f} | {r['medseg_ms']:.0f} | {r['medseg_fps']:.2f} | "
+              f"{r['library_ms']:.0f} | {r['library_fps']:.3g} | {r['medseg_ms']:.0f} | {r['medseg_fps']:.3g} | "
               f"{r['ratio']:.2f}x | {r['published']} |")
 
 
