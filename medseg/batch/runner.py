@@ -190,6 +190,9 @@ def run_batch(
         raise ConfigError(f"max_retries must be 0 or more, got {max_retries}")
     if study_timeout is not None and not (study_timeout > 0 and study_timeout < float("inf")):
         raise ConfigError(f"study_timeout must be a positive number of seconds, got {study_timeout}")
+    if backend == "dask" and study_timeout is not None:
+        log.warning("study timeout: enforced by the local backend only; Dask tasks run without a wall limit "
+                    "(use the cluster's own limits)")
     model_path, out = Path(model), Path(output_dir)
     model_info = _check_model(model_path, Path(prompt_model) if prompt_model else None,
                               Path(prompt_masks) if prompt_masks else None)
@@ -216,6 +219,7 @@ def run_batch(
         "scheduler": scheduler, "workers": workers, "formats": list(formats), "reference": config.reference_dir,
         "prompt_model": config.prompt_model, "prompt_masks": config.prompt_masks,
         "started": _now(), "studies": len(studies), "skipped": len(done),
+        "study_timeout_s": study_timeout if backend == "local" else None,
     }
     write_text_atomic(out / "run.json", json.dumps(info, indent=2))
     log.info("%d studies found under %s: %d to run, %d already complete", len(studies), input_dir, len(todo), len(done))
