@@ -109,13 +109,14 @@ def assert_offline(netlog: Path) -> None:
 
 @pytest.fixture(scope="module")
 def yolo_run(tmp_path_factory):
-    """One YOLO-seg training run (2 epochs) under a network guard inside the ultralytics child."""
+    """One YOLO-seg training run (1 epoch) under a network guard inside the ultralytics child."""
     from medseg.training.engine import train
 
     tmp = tmp_path_factory.mktemp("yolo")
     data = make_yolo_dataset(tmp / "data")
     with network_guard(tmp) as netlog:
-        run = train(yolo_config(data), out_dir=tmp / "run")
+        # 3 epochs asked, a budget already spent when the first one ends: train.max_minutes caps the run
+        run = train(yolo_config(data, max_epochs=3, max_minutes=0.001), out_dir=tmp / "run")
     return run, data, netlog
 
 
@@ -125,7 +126,7 @@ def test_yolo_train_run_folder_offline(yolo_run):
     assert "Downloading" not in (run / "yolo" / "train.log").read_text()
     assert (run / "yolo" / "config" / "Ultralytics" / "Arial.ttf").is_file()
     rows = list(csv.DictReader((run / "metrics.csv").open()))
-    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert [int(r["epoch"]) for r in rows] == [1]  # max_minutes stopped it, not ultralytics' time= stretching
     for key in ("train_loss", "val_map50_mask", "val_map_mask", "train_seg_loss"):
         assert key in rows[0], sorted(rows[0])
     assert (run / "curves.png").stat().st_size > 1000

@@ -181,16 +181,10 @@ def predict_job(job: dict[str, Any]) -> None:
     Path(job["records"]).write_text(json.dumps(records), encoding="utf-8")
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] != "predict":
-        print("usage: python -m medseg.inference.yolo predict JOB.json", file=sys.stderr)
-        return 2
-    predict_job(json.loads(Path(argv[1]).read_text(encoding="utf-8")))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from medseg.models.yolo import worker_main
+
+    sys.exit(worker_main(sys.argv[1:], "medseg.inference.yolo", {"predict": predict_job}))
 
 
 __all__ = ["is_yolo_export", "predict_yolo_folder", "instance_maps", "predict_job"]

@@ -112,7 +112,17 @@ def run_worker(module: str, command: str, job: Mapping[str, Any], folder: Path, 
     if rc != 0:
         tail = "\n".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:])
         raise ModelError(f"ultralytics {command} failed (exit status {rc}); see {log_path}:\n{tail}")
-    log.info("ultralytics %s finished in %.1f s (log: %s)", command, time.monotonic() - t0, log_path)
+    log.info("ultralytics %s finished in %.1f s", command, time.monotonic() - t0)
+    log.debug("ultralytics %s log: %s", command, log_path)
+
+
+def worker_main(argv: list[str], module: str, commands: Mapping[str, Any]) -> int:
+    """Entry point of an ultralytics child: ``python -m MODULE COMMAND JOB.json`` runs ``commands[COMMAND](job)``."""
+    if len(argv) != 2 or argv[0] not in commands:
+        sys.stderr.write(f"usage: python -m {module} {'|'.join(commands)} JOB.json\n")
+        return 2
+    commands[argv[0]](json.loads(Path(argv[1]).read_text(encoding="utf-8")))
+    return 0
 
 
 @register_model(
@@ -137,4 +147,4 @@ def build_yolo_seg(*, model: str | dict[str, Any] = "yolo11n-seg.yaml", nc: int 
     return net
 
 
-__all__ = ["YOLO_STRIDE", "build_yolo_seg", "check_yolo_model", "yolo_yaml", "yolo_environment", "run_worker"]
+__all__ = ["YOLO_STRIDE", "build_yolo_seg", "check_yolo_model", "yolo_yaml", "yolo_environment", "run_worker", "worker_main"]

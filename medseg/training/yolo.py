@@ -12,8 +12,9 @@ label ``.cache`` files next to the labels: into the run, not into the dataset).
 Settings: ``model.config.model`` (a model YAML ultralytics ships such as ``yolo11n-seg.yaml``,
 random init, or a local ``.pt``), ``model.config.args`` (extra ultralytics train arguments,
 ``{mosaic: 0.0, lr0: 0.01}``), ``train.max_epochs``, ``train.batch_size``, ``images.crop_size[0]``
-(``imgsz``, pixels), ``train.seed``, ``train.max_minutes`` (ultralytics ``time``, hours), resume from
-``<run>/yolo/train/weights/last.pt``.
+(``imgsz``, pixels), ``train.seed``, ``train.max_minutes`` (a cap: training stops at the first epoch end
+past it; ultralytics' own ``time`` would instead stretch the epochs to fill the time, so it is not
+used), resume from ``<run>/yolo/train/weights/last.pt``.
 
 The run folder: ``yolo/`` (ultralytics' own ``train/`` folder, ``train.log``), ``metrics.csv``
 (its ``results.csv`` with medseg's column names: ``epoch``, ``train_loss`` (sum of the training
@@ -212,8 +213,8 @@ def train_yolo(cfg: Config, run_dir: Path, *, resume: bool = False, t0: float | 
            "export_info": str(yolo_dir / "best_model.json"),
            "args": {"data": str(data_yaml), "epochs": cfg.train.max_epochs, "batch": cfg.train.batch_size or 16,
                     "imgsz": imgsz, "seed": cfg.train.seed, "project": str(yolo_dir), "name": "train",
-                    "exist_ok": True, **({"time": cfg.train.max_minutes / 60} if cfg.train.max_minutes else {}),
-                    **args}}
+                    "exist_ok": True, **args},
+           "budget_s": cfg.train.max_minutes * 60 if cfg.train.max_minutes else None}
     run_worker(WORKER, "train", job, yolo_dir, log_name="train.log")
     rows = write_metrics(yolo_dir / "train" / "results.csv", run_dir / "metrics.csv")
     plot_yolo_curves(rows, run_dir / "curves.png")
@@ -238,8 +239,9 @@ def export_yolo(run_dir: Path, yolo_dir: Path, names: dict[int, str], imgsz: int
         "preprocessing": {"image_order": "rgb", "resize": "letterbox", "normalization": {"kind": "scale"}},
         "inference": {"task": "instance", "imgsz": imgsz, "conf": 0.25, "iou": 0.7, "max_det": 300},
         "training": {"trainer": f"ultralytics {made.get('ultralytics', '')}".strip(), "epochs": len(rows),
-                     "weights": made.get("source", "best.pt"), "best_epoch": best["epoch"],
-                     **{k: best[k] for k in ("val_map50_mask", "val_map_mask") if k in best}},
+                     "weights": made.get("source", "best.pt"),  # ultralytics' best fitness (box and mask mAP)
+                     "best_val_map_mask_epoch": best["epoch"],
+                     **{f"best_{k}": best[k] for k in ("val_map50_mask", "val_map_mask") if k in best}},
     }
     return save_export(run_dir / EXPORT_DIR, state, info)
 

@@ -4,7 +4,7 @@ Started by :func:`medseg.training.yolo.run_worker` with an offline environment; 
 process that imports ultralytics. Commands:
 
 - ``train``: ``YOLO(model, task="segment").train(**args)`` (``amp=False`` and ``workers=0`` on CPU)
-  or ``YOLO(last.pt).train(resume=True)``; then the best weights (ultralytics' ``best.pt``, our own
+  or ``YOLO(last.pt).train(resume=True)``, stopped at the first epoch end past ``budget_s`` seconds; then the best weights (ultralytics' ``best.pt``, our own
   file: this is the one place a pickled ultralytics checkpoint is read) are written as a plain
   state_dict (``export_state``) with the model YAML (``export_info``);
 prediction has its own child, ``python -m medseg.inference.yolo``.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,31 +31,34 @@ def train(job: dict[str, Any]) -> None:
     import ultralytics
     from ultralytics import YOLO
 
+    t_start = time.monotonic()
+    yolo = YOLO(job["resume"] or job["model"], task="segment")
+    if job.get("budget_s"):  # medseg's train.max_minutes caps the run (ultralytics' time= would stretch epochs)
+
+        def stop_on_budget(trainer: Any) -> None:
+            if time.monotonic() - t_start > job["budget_s"]:
+                trainer.stop = True
+
+        yolo.add_callback("on_fit_epoch_end", stop_on_budget)
     if job.get("resume"):
-        YOLO(job["resume"], task="segment").train(resume=True)
+        yolo.train(resume=True)
     else:
         args = dict(job["args"])
         args["device"] = _device(args)
         if args["device"] == "cpu":
             args.setdefault("amp", False)
             args.setdefault("workers", 0)
-        YOLO(job["model"], task="segment").train(**args)
+        yolo.train(**args)
     weights = Path(job["args"]["project"]) / job["args"]["name"] / "weights"
     source = weights / "best.pt" if (weights / "best.pt").is_file() else weights / "last.pt"
     ckpt = torch.load(source, map_location="cpu", weights_only=False)  # ultralytics' own checkpoint of this run
-    net = (ckpt.get("ema") or ckpt["model"]).float()
+    net = (ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]).float()
     torch.save({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, job["export_state"])
     Path(job["export_info"]).write_text(json.dumps({"yaml": dict(net.yaml), "source": str(source),
                                                     "ultralytics": ultralytics.__version__}, indent=2))
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] != "train":
-        print("usage: python -m medseg.training.yolo_worker train JOB.json", file=sys.stderr)
-        return 2
-    train(json.loads(Path(argv[1]).read_text(encoding="utf-8")))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from medseg.models.yolo import worker_main
+
+    sys.exit(worker_main(sys.argv[1:], "medseg.training.yolo_worker", {"train": train}))
