@@ -364,13 +364,16 @@ def test_linear_labels_equal_the_channel_by_channel_argmax(grid, shape, current,
     logits = rng.normal(0, 0.5, (6, *grid)).astype(np.float32)
     for c in range(6):
         logits[c] += 2.5 * (blocks == c)
+    logits = logits.astype(np.float16)  # as the sliding window accumulates them
     full = np.stack([resample_channel(logits[c], shape, current, new, order=1, order_z=0) for c in range(6)])
-    fast = linear_labels(logits, shape, current, new, order=1, order_z=0)
+    fast = linear_labels(logits, shape, current, new, order=1, order_z=0, max_band_share=1.0)
     assert fast.shape == tuple(shape)
-    np.testing.assert_array_equal(fast, full.argmax(0))
+    np.testing.assert_array_equal(fast, full.astype(np.float16).argmax(0))  # the channel path rounds to float16
+    assert linear_labels(logits, shape, current, new, order=1, order_z=0, max_band_share=0.0) is None
     assert linear_labels(logits, shape, current, new, order=3, order_z=0) is None  # cubic: not a convex mix
     from medseg.inference.nnunet import positive
 
-    region = logits[2:3] - 1.0  # a region model's decision: the sign of one channel's logit
-    inside = linear_labels(region, shape, current, new, order=1, order_z=0, decide=positive)
-    np.testing.assert_array_equal(inside, full[2] - 1.0 > 0)
+    region = (logits[2:3].astype(np.float32) - 1.0).astype(np.float16)  # a region's decision: its logit's sign
+    inside = linear_labels(region, shape, current, new, order=1, order_z=0, decide=positive, max_band_share=1.0)
+    expected = resample_channel(region[0], shape, current, new, order=1, order_z=0).astype(np.float16) > 0
+    np.testing.assert_array_equal(inside, expected)

@@ -178,25 +178,50 @@ def _argmax(values: np.ndarray) -> np.ndarray:
     return values.argmax(0)
 
 
+def _top_margin(values: np.ndarray) -> np.ndarray:
+    """Per voxel: the gap between the largest and the second largest channel (float32)."""
+    top1 = np.full(values.shape[1:], -np.inf, dtype=np.float32)
+    top2 = top1.copy()
+    for channel in values:
+        v = channel.astype(np.float32, copy=False)
+        np.maximum(top2, np.minimum(top1, v), out=top2)
+        np.maximum(top1, v, out=top1)
+    return top1 - top2
+
+
 def positive(values: np.ndarray) -> np.ndarray:
     """``values[0] > 0`` as 0/1: a region's decision (sigmoid above 0.5) for :func:`linear_labels`."""
     return (values[0] > 0).astype(np.uint8)
 
 
+def _abs_margin(values: np.ndarray) -> np.ndarray:
+    return np.abs(values[0].astype(np.float32, copy=False))
+
+
+#: a model-grid voxel whose decision margin is below this (absolute, plus the same relative to the
+#: value) goes to the band: float16 rounding of an interpolated value could turn its decision there
+MARGIN_ABS, MARGIN_REL = 1e-2, 4e-3
+#: above this share of band voxels, resampling channel by channel is cheaper (noisy label maps)
+MAX_BAND_SHARE = 0.3
+
+
 def linear_labels(logits: np.ndarray, shape: Sequence[int], current: Sequence[float], new: Sequence[float], *,
                   order: int, order_z: int, force_separate_z: bool | None = None,
-                  decide: Any = _argmax) -> np.ndarray | None:
+                  decide: Any = _argmax, max_band_share: float = MAX_BAND_SHARE) -> np.ndarray | None:
     """The argmax over channels (or another ``decide``) of ``logits [C, *grid]`` resampled to ``shape``
-    by :func:`resample_channel`, without resampling every channel at full size; ``None`` when the
-    resampling is not piecewise linear (``order`` or ``order_z`` above 1), where this does not hold.
+    by :func:`resample_channel` and rounded to float16 (as the channel-by-channel path does), without
+    resampling every channel at full size; ``None`` when this does not pay or does not hold: the
+    resampling is not piecewise linear (``order`` or ``order_z`` above 1), or more than
+    ``max_band_share`` of the output falls in the band (a noisy label map).
 
     Linear (and nearest) resampling makes each output value a convex combination of a 2x2x2
     block of input values, with the same weights for every channel. Where every voxel of the block
-    has the same argmax ``c``, ``c`` stays the argmax of any convex combination, so those output
-    voxels take it directly; only voxels whose block mixes labels (a band along the boundaries) get
-    every channel interpolated, with the weights of :func:`resample_channel`. The result equals the
-    channel-by-channel path up to float rounding at exact ties. The same holds for
-    ``decide=positive`` on one channel (the sign of a convex combination of same-sign values).
+    has the same argmax ``c`` with a margin above :data:`MARGIN_ABS` (+ :data:`MARGIN_REL` x its value),
+    ``c`` stays the argmax of any convex combination with at least that margin, which float16 rounding
+    cannot close, so those output voxels take it directly. Only voxels of the other blocks (a band
+    along the boundaries and near-ties) get every channel interpolated with the weights of
+    :func:`resample_channel`, rounded to float16, and decided as that path does (first channel on ties).
+    The same holds for ``decide=positive`` on one channel (the sign of a convex mix of same-sign values).
     """
     from scipy import ndimage
 
@@ -207,36 +232,42 @@ def linear_labels(logits: np.ndarray, shape: Sequence[int], current: Sequence[fl
     axis = separate_axis(current, new, force_separate_z)
     taps = [_axis_taps(grid[a], shape[a], linear=(order == 1) if a != axis else (order_z == 1)) for a in range(3)]
     labels = decide(logits)
-    # a block is uniform when its lowest and highest label agree; block = voxel and its +1 neighbour on
-    # each axis where the taps are two apart
+    margin = (_abs_margin if decide is positive else _top_margin)(logits)
+    scale = np.abs(logits).max(axis=0).astype(np.float32) if decide is _argmax else np.abs(logits[0]).astype(np.float32)
+    clear = margin > MARGIN_ABS + MARGIN_REL * scale
+    # a block is uniform when its lowest and highest label agree and every voxel of it is clear; block =
+    # voxel and its +1 neighbour on each axis where the taps are two apart
     size = [2 if not np.array_equal(t[0], t[1]) else 1 for t in taps]
     origin = [-1 if n == 2 else 0 for n in size]
     high = ndimage.maximum_filter(labels, size=size, origin=origin, mode="nearest")
     low = ndimage.minimum_filter(labels, size=size, origin=origin, mode="nearest")
-    uniform = high == low
+    uniform = (high == low) & ndimage.minimum_filter(clear, size=size, origin=origin, mode="nearest")
+    del high, low, margin, scale, clear
 
     def gather(volume: np.ndarray) -> np.ndarray:  # volume[low taps] at every output voxel, axis by axis
         return volume.take(taps[0][0], 0).take(taps[1][0], 1).take(taps[2][0], 2)
 
-    out = gather(labels).astype(np.uint16 if logits.shape[0] > 255 else np.uint8)
     todo = np.flatnonzero(~gather(uniform))
+    if todo.size > max_band_share * float(np.prod(shape)):
+        return None
+    out = gather(labels).astype(np.uint16 if logits.shape[0] > 255 else np.uint8)
     flat_logits = logits.reshape(logits.shape[0], -1)
     strides = (grid[1] * grid[2], grid[2], 1)
     for start in range(0, todo.size, CHUNK_VOXELS):  # bounded memory: CHUNK_VOXELS x channels at a time
         where = np.unravel_index(todo[start:start + CHUNK_VOXELS], shape)
-        total = np.zeros((logits.shape[0], where[0].size), dtype=np.float32)
+        total = np.zeros((logits.shape[0], where[0].size), dtype=np.float64)
         for corner in itertools.product((0, 1), repeat=3):
-            weight = np.ones(where[0].size, dtype=np.float32)
+            weight = np.ones(where[0].size, dtype=np.float64)
             flat = np.zeros(where[0].size, dtype=np.int64)
             for a, bit in enumerate(corner):
                 lo, hi, w = taps[a]
                 j = where[a]
-                weight *= (w[j] if bit else 1 - w[j]).astype(np.float32)
+                weight *= w[j] if bit else 1 - w[j]
                 flat += (hi[j] if bit else lo[j]) * strides[a]
             if not weight.any():
                 continue
             total += np.take(flat_logits, flat, axis=1) * weight
-        out.reshape(-1)[todo[start:start + CHUNK_VOXELS]] = decide(total)
+        out.reshape(-1)[todo[start:start + CHUNK_VOXELS]] = decide(total.astype(np.float16))
     return out
 
 
