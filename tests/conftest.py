@@ -77,3 +77,31 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"shared test data missing at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _undo_ultralytics_patches():
+    """Tests that import ultralytics in this process (its metrics, its loss) must not change the tests that
+    follow: its import replaces ``PIL.Image.open`` (a HEIF hook that tries to install pi-heif on unreadable
+    images) and sets ``OMP_NUM_THREADS=1``. medseg's own builder undoes both (tests/test_yolo.py checks it);
+    this puts them back after any test that left them changed."""
+    from PIL import Image
+
+    yield
+    if Image.open is not _PIL_OPEN:
+        Image.open = _PIL_OPEN
+    if os.environ.get("OMP_NUM_THREADS") != _OMP:
+        if _OMP is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = _OMP
+
+
+def _pristine_pil_open():  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    return Image.open
+
+
+_PIL_OPEN = _pristine_pil_open()  # before any test module imports ultralytics
+_OMP = os.environ.get("OMP_NUM_THREADS")

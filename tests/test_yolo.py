@@ -4,6 +4,7 @@ offline (a network guard inside the child), metrics.csv, a state_dict export, fu
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import csv
 import json
 import os
@@ -15,7 +16,8 @@ import pytest
 
 from medseg.errors import ConfigError
 
-pytest.importorskip("ultralytics")
+if importlib.util.find_spec("ultralytics") is None:  # found without importing it (its import patches PIL)
+    pytest.skip("ultralytics (the optional yolo extra) is not installed", allow_module_level=True)
 
 SIZE = 64
 # installed in the child through PYTHONPATH: any non-loopback connect or DNS lookup is written down and fails
@@ -218,3 +220,24 @@ def test_pipelines_load(name):
     cfg = load_config(Path(__file__).resolve().parents[1] / "pipelines" / name, [])
     assert cfg.model.name == "yolo_seg" and cfg.images.crop_size[0] % 32 == 0
     assert check_yolo_model(cfg.model.config["model"]) == "yolo11n-seg.yaml"
+
+
+def test_building_a_yolo_model_leaves_pil_and_threads_as_they_were(tmp_path):
+    """ultralytics' import patches PIL.Image.open and OMP_NUM_THREADS; the builder puts both back, so an
+    unreadable image is still medseg's InputError naming the file, not an attempt to install pi-heif."""
+    import os
+
+    import torch
+    from PIL import Image
+
+    from medseg.errors import InputError
+    from medseg.io.images import read_image
+    from medseg.models import create_model
+
+    before, omp, threads = Image.open, os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads()
+    create_model("yolo_seg", model="yolo11n-seg.yaml", nc=2, imgsz=64)
+    assert Image.open is before and os.environ.get("OMP_NUM_THREADS") == omp and torch.get_num_threads() == threads
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image at all")
+    with pytest.raises(InputError, match="broken.png"):
+        read_image(broken)

@@ -62,8 +62,7 @@ def yolo_yaml(model: str | Mapping[str, Any]) -> dict[str, Any]:
     """The model YAML dict of ``model`` (a YAML name ultralytics ships, a local YAML file, or a dict)."""
     if isinstance(model, Mapping):
         return copy.deepcopy(dict(model))
-    from ultralytics.nn.tasks import yaml_model_load
-
+    yaml_model_load = _tasks().yaml_model_load
     name = check_yolo_model(str(model))
     if name.endswith(".pt"):
         raise ConfigError(f"model {model!r}: the yolo_seg builder takes a model YAML; a .pt file is read by training")
@@ -75,6 +74,32 @@ def yolo_yaml(model: str | Mapping[str, Any]) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- ultralytics child processes
 FONTS = ("Arial.ttf", "Arial.Unicode.ttf")
+
+
+def _tasks() -> Any:
+    """``ultralytics.nn.tasks``, imported in this process without keeping its process-wide side effects:
+    importing ultralytics replaces ``PIL.Image.open`` (a HEIF hook that tries to install pi-heif on any
+    image Pillow cannot identify, which turns medseg's unreadable-image errors into ImportErrors) and sets
+    ``OMP_NUM_THREADS=1``; both, and torch's thread count, are put back. Training and prediction run
+    ultralytics in a child process instead (:func:`run_worker`)."""
+    import sys
+
+    if "ultralytics.nn.tasks" in sys.modules:
+        return sys.modules["ultralytics.nn.tasks"]
+    import torch
+    from PIL import Image
+
+    pil_open, omp, threads = Image.open, os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads()
+    try:
+        import ultralytics.nn.tasks as tasks
+    finally:
+        Image.open = pil_open
+        if omp is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = omp
+        torch.set_num_threads(threads)
+    return tasks
 
 
 def yolo_environment(config_dir: Path) -> dict[str, str]:
@@ -110,8 +135,9 @@ def run_worker(module: str, command: str, job: Mapping[str, Any], folder: Path, 
         rc = subprocess.call([sys.executable, "-m", module, command, str(job_path)], env=env, stdout=out,
                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     if rc != 0:
-        tail = "\n".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:])
-        raise ModelError(f"ultralytics {command} failed (exit status {rc}); see {log_path}:\n{tail}")
+        lines = [ln.strip() for ln in log_path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+        tail = " | ".join(lines[-3:])[-400:]
+        raise ModelError(f"ultralytics {command} failed (exit status {rc}); see {log_path}: {tail}")
     log.info("ultralytics %s finished in %.1f s", command, time.monotonic() - t0)
     log.debug("ultralytics %s log: %s", command, log_path)
 
@@ -135,7 +161,7 @@ def build_yolo_seg(*, model: str | dict[str, Any] = "yolo11n-seg.yaml", nc: int 
                    in_channels: int = 3) -> Any:
     """ultralytics ``SegmentationModel(yaml, ch=in_channels, nc=nc)``, random weights; ``imgsz`` (pixels) is
     the letterbox size it was trained at (recorded for prediction, not part of the network)."""
-    from ultralytics.nn.tasks import SegmentationModel
+    SegmentationModel = _tasks().SegmentationModel
 
     if int(nc) < 1:
         raise ConfigError(f"model.config.nc must be >= 1, got {nc}")
