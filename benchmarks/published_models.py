@@ -12,7 +12,7 @@ A MONAI bundle (a MONAI UNet 16-32-64-128, 3 classes, random weights, ``Spacingd
 (its ``run``: reading, preprocessing, network, inverting and saving; MONAI does not split them) and by
 medseg (``medseg import monai-bundle`` then the segmenter): total time, VmHWM, labels compared.
 
-    python benchmarks/published_models.py [--shape 256 256 150] [--tta] [--no-bundle]
+    python benchmarks/published_models.py [--shape 256 256 150] [--tta] [--no-bundle] [--confident]
 """
 
 from __future__ import annotations
@@ -82,6 +82,23 @@ def _make_bundle(root: Path, image: Path, out_dir: Path) -> tuple[Path, Path]:
     return bundle, import_bundle(bundle, root / "medseg_export")
 
 
+def confident_logits(shape: tuple[int, ...], seed: int = 0):  # noqa: ANN201
+    """Float16 logits ``[C, *grid]`` of a confident model: a label map of blocks (a few voxels to tens of voxels
+    across), the chosen class 3 above the others, plus noise of 0.5. Random-weight networks give noisy,
+    near-tied logits everywhere, which no trained model does; ``--confident`` replaces both runners' network
+    output (after the network ran) with this same array, so the export is compared on trained-like output."""
+    import numpy as np
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, shape[0], (6, 6, 6))
+    blocks = ndimage.zoom(coarse, [n / 6 for n in shape[1:]], order=0)[tuple(slice(0, n) for n in shape[1:])]
+    logits = rng.normal(0, 0.5, shape).astype(np.float32)
+    for c in range(shape[0]):
+        logits[c] += 3.0 * (blocks == c)
+    return logits.astype(np.float16)
+
+
 def _medseg_run(seg, image: str, out: str, export_key: str) -> tuple[dict, object]:  # noqa: ANN001
     """Read, segment and write with a loaded medseg segmenter; its timings split into the table's columns."""
     from medseg.io import load, save
@@ -120,6 +137,8 @@ def worker(runner: str, model: str, image: str, out: str, tta: bool) -> dict:
             img, None, props, p.plans_manager, p.configuration_manager, p.dataset_json)
         t_pre = time.perf_counter()
         logits = p.predict_logits_from_preprocessed_data(torch.from_numpy(data)).cpu()
+        if os.environ.get("MEDSEG_BENCH_CONFIDENT"):
+            logits = torch.from_numpy(confident_logits(tuple(logits.shape)))
         t_net = time.perf_counter()
         seg = convert_predicted_logits_to_segmentation_with_correct_shape(
             logits, p.plans_manager, p.configuration_manager, p.label_manager, props)
@@ -151,8 +170,18 @@ def worker(runner: str, model: str, image: str, out: str, tta: bool) -> dict:
         if runner == "medseg_bundle":
             times, labels = _medseg_run(BundleSegmenter.from_path(model, device="cpu"), image, out, "to_input_grid_s")
         else:
-            times, labels = _medseg_run(NnunetSegmenter.from_path(model, device="cpu", tta=tta), image, out,
-                                        "export_s")
+            seg = NnunetSegmenter.from_path(model, device="cpu", tta=tta)
+            if os.environ.get("MEDSEG_BENCH_CONFIDENT"):
+                network = seg.network_logits
+
+                def confident(pre):  # noqa: ANN001, ANN202 - the network still runs (and is timed); its output is replaced
+                    import torch
+
+                    real = network(pre)
+                    return torch.from_numpy(confident_logits(tuple(real.shape)))
+
+                seg.network_logits = confident
+            times, labels = _medseg_run(seg, image, out, "export_s")
     np.save(out + ".npy", labels)
     return {**times, "total": time.perf_counter() - t0, "vmhwm_mb": _vmhwm_mb()}
 
@@ -162,6 +191,8 @@ def main() -> None:
     ap.add_argument("--shape", type=int, nargs=3, default=[256, 256, 150])
     ap.add_argument("--tta", action="store_true")
     ap.add_argument("--no-bundle", action="store_true", help="leave out the MONAI bundle rows")
+    ap.add_argument("--confident", action="store_true",
+                    help="replace both runners' nnU-Net logits by the same confident, blocky logits (export comparison)")
     ap.add_argument("--worker", nargs=4, metavar=("RUNNER", "MODEL", "IMAGE", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -170,7 +201,8 @@ def main() -> None:
     import numpy as np
 
     tmp = Path(tempfile.mkdtemp(prefix="published_models_"))
-    env = {**os.environ, "nnUNet_raw": str(tmp), "nnUNet_preprocessed": str(tmp), "nnUNet_results": str(tmp)}
+    env = {**os.environ, "nnUNet_raw": str(tmp), "nnUNet_preprocessed": str(tmp), "nnUNet_results": str(tmp),
+           **({"MEDSEG_BENCH_CONFIDENT": "1"} if args.confident else {})}
     os.environ.update({k: v for k, v in env.items() if k.startswith("nnUNet_")})  # nnU-Net's own process only
     models = _make_models(tmp / "models")
     image = _make_ct(tmp / "ct_0000.nii.gz", tuple(args.shape))
@@ -199,7 +231,8 @@ def main() -> None:
         bundle_row = (res, float((res["monai"]["labels"] == res["medseg_bundle"]["labels"]).mean()))
     load_after = os.getloadavg()
     print(f"CT {'x'.join(map(str, args.shape))} (1.5x1.5x2 mm), 3d_fullres at 3 mm, patch 64^3, 1 fold, "
-          f"TTA {'on' if args.tta else 'off'}, CPU x{os.cpu_count()}")
+          f"TTA {'on' if args.tta else 'off'}, CPU x{os.cpu_count()}"
+          + (", network output replaced by the same confident logits in both runners" if args.confident else ""))
     print(f"load average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
           f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
     head = f"{'model':<11} {'runner':<7} {'pre s':>7} {'net s':>7} {'export s':>9} {'total s':>8} {'VmHWM MB':>9}"
