@@ -40,12 +40,29 @@ def _pushed(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / PUSHED_NAME).read_text().splitlines()]
 
 
+def _searchable_text(path: Path) -> str:
+    """What of ``path`` can carry text: a PNG's text chunks (its compressed pixels would match three
+    letters by chance), a gzip file's content (a NIfTI header's descrip/aux_file), else the bytes."""
+    if path.suffix == ".png":
+        from PIL import Image
+
+        with Image.open(path) as img:
+            img.load()
+            return " ".join(f"{key} {value}" for key, value in img.info.items() if isinstance(value, str))
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        import gzip
+
+        raw = gzip.decompress(raw)
+    text = raw.decode("utf-8", "replace")
+    return re.sub(r"data:image/[a-z]+;base64,[A-Za-z0-9+/=]+", "", text)
+
+
 def _assert_no_phi(out: Path, *texts: str) -> None:
     """No secret in any file under ``out`` but the DICOM (the SEG carries the patient module by
     design), nor in ``texts``; the report's embedded images are left out of the search."""
     for path in (p for p in out.rglob("*") if p.is_file() and p.suffix != ".dcm"):
-        text = path.read_bytes().decode("utf-8", "replace")
-        text = re.sub(r"data:image/[a-z]+;base64,[A-Za-z0-9+/=]+", "", text)
+        text = _searchable_text(path)
         for secret in PHI:
             assert secret not in text, (secret, path)
     for secret in PHI:

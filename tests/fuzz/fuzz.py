@@ -3,7 +3,10 @@
 Real seed files (scanner DICOM from ``../shared/data``, pydicom's and nibabel's test files, and an
 NRRD and a MetaImage written by SimpleITK from nibabel's real anatomical image) are mutated with
 byte flips, truncations, inserted/deleted bytes and header-field edits; each mutant is loaded in a
-forked child with a 4 GB address-space cap and a wall limit. Outcomes per format:
+child forked from a fork server (a fresh interpreter that imported only the readers, so neither the
+caller's threads nor its address space -- a pytest run that imported torch maps over 4 GB -- reach
+the child), with 4 GB of address space above what the child starts with and a wall limit.
+Outcomes per format:
 
 * ``volume``: a Volume came back; ``medseg``: a medseg error (the wanted refusal);
 * ``other``: any other exception; ``hang``: the wall limit passed; ``crash``: the child died.
@@ -31,7 +34,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data"
 OUTCOMES = ("volume", "medseg", "other", "hang", "crash")
-MEMORY_LIMIT = 4 << 30
+MEMORY_LIMIT = 4 << 30  # bytes of address space a child may map beyond its size at the fork
+#: modules the fork server imports once (each child then starts in milliseconds)
+PRELOAD = ("medseg.io", "medseg.io.dicom.decode", "medseg.io.itk", "medseg.io.nifti", "nibabel", "pydicom",
+           "pydicom.pixels", "SimpleITK", "tests.fuzz.fuzz")
 PYDICOM_SEEDS = ("CT_small.dcm", "MR_small_RLE.dcm", "JPEG2000.dcm", "emri_small.dcm", "rtdose.dcm",
                  "SC_rgb_jpeg_gdcm.dcm", "JPEG-LL.dcm")
 SHARED_SEEDS = ("dcm_qa_ts/In/1.dcm", "dcm_qa_ts/In/4.dcm", "dcm_qa_ts/In/6.dcm", "dcm_qa_ts/In/9.dcm")
@@ -159,8 +165,17 @@ def mutate(raw: bytes, fmt: str, rng: random.Random) -> tuple[bytes, str]:
 
 
 # -- running one mutant ---------------------------------------------------------------------------
+def _mapped_bytes() -> int:
+    """This process's address-space size (VmSize), bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def _child(path: str, conn) -> None:  # pragma: no cover - runs in the fork
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+    cap = _mapped_bytes() + MEMORY_LIMIT
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)  # native libraries print to fd 2 directly (GDCM, MetaIO, Rust panics)
     os.dup2(devnull, 1)
@@ -185,8 +200,8 @@ def _child(path: str, conn) -> None:  # pragma: no cover - runs in the fork
 
 
 def run_one(path: Path, *, timeout: float) -> tuple[str, str]:
-    """Load ``path`` in a forked child; (outcome, detail)."""
-    ctx = mp.get_context("fork")
+    """Load ``path`` in a child of the fork server; (outcome, detail)."""
+    ctx = _context()
     recv, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(str(path), send))
     proc.start()
@@ -208,26 +223,21 @@ def run_one(path: Path, *, timeout: float) -> tuple[str, str]:
     return result
 
 
-def preload() -> None:
-    """Import what the readers need once, before forking (each child then starts in milliseconds)."""
-    import medseg.io  # noqa: F401
-    import medseg.io.dicom.decode  # noqa: F401
-    import medseg.io.itk  # noqa: F401
-    import medseg.io.nifti  # noqa: F401
-    import nibabel  # noqa: F401
-    import pydicom  # noqa: F401
-    import SimpleITK  # noqa: F401
+def _context():
+    """The fork-server context, its server preloading :data:`PRELOAD` (started on first use).
 
-    try:
-        import pydicom.pixels  # noqa: F401
-    except ImportError:
-        pass
+    Forking the caller itself would copy its threads' held locks (a child of a full pytest run
+    waited forever on one) and its whole address space into every child."""
+    ctx = mp.get_context("forkserver")
+    if str(REPO) not in sys.path:  # the server imports tests.fuzz.fuzz from the caller's sys.path
+        sys.path.insert(0, str(REPO))
+    ctx.set_forkserver_preload(list(PRELOAD))  # a module that fails to import is skipped by the server
+    return ctx
 
 
 def fuzz(count: int, *, seed: int, jobs: int, timeout: float, keep: Path | None, work: Path,
          formats: tuple[str, ...] | None = None, verbose: bool = False) -> dict[str, Counter]:
     """Run ``count`` mutants (spread over the seeds round-robin); the outcome counts per format."""
-    preload()
     seeds = [s for s in make_seeds(work / "seeds") if formats is None or s.fmt in formats]
     rng = random.Random(seed)
     table: dict[str, Counter] = defaultdict(Counter)
