@@ -121,3 +121,26 @@ def test_failed_manifest_append_never_ends_the_run(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "append_record", full)
     noted = runner.append_or_note(tmp_path / "manifest.jsonl", rec)
     assert noted["manifest_error"].endswith("manifest.jsonl: No space left on device")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("max_retries", [0, 1])
+def test_dask_study_timeout_records_and_goes_on(tmp_path, max_retries):
+    """On Dask the blocked study's worker is ended by the watchdog at the limit; the study is recorded
+    as timed out (by its next attempt, or by the client when Dask gives up), never run again."""
+    pytest.importorskip("distributed")
+    from types import SimpleNamespace
+
+    from medseg.batch.dask_backend import run_dask
+
+    studies = [Study(study_id=s, kind="file", path=f"/nowhere/{s}.nii") for s in ("a", "blocks", "b")]
+    config = SimpleNamespace(output_dir=str(tmp_path), threads=1)
+    t0 = time.monotonic()
+    records = list(run_dask(studies, config, workers=1, func=sleepy, study_timeout=4, max_retries=max_retries))
+    assert time.monotonic() - t0 < 120
+    by_id = {r["study_id"]: r for r in records}
+    assert set(by_id) == {"a", "blocks", "b"}
+    assert by_id["blocks"]["status"] == "failed"
+    assert by_id["blocks"]["error"] == {"type": "StudyTimeout", "message": "timed out after 4 s"}
+    assert by_id["a"]["status"] == by_id["b"]["status"] == "ok"
+    assert not list(tmp_path.glob(".study-*.deadline"))  # every note is removed

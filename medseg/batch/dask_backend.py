@@ -14,18 +14,31 @@ reach the workers of an existing cluster, whose own Dask config rules there):
   worker's share of the cores instead of 1;
 - ``distributed.scheduler.allowed-failures`` is ``max_retries``: a study whose worker
   died is re-run that many times, then recorded as ``"lost"``.
+
+The per-study wall limit is kept inside the worker process: before a study starts, its start time
+and the worker's PID go into a deadline note in the output folder, and ``faulthandler``'s watchdog
+(a native thread, so a study stuck in native code holding the GIL is stopped too) dumps the stack
+into that note and ends the process at the limit. The nanny starts a new worker; the study's next
+attempt, or the client when Dask gives up on it, finds the expired note and records the study
+``failed: timed out after N s`` (never run again). The output folder must be shared by the workers
+and the client, as it already is for the outputs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import faulthandler
+import hashlib
 import logging
 import os
+import tempfile
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from medseg.batch.discover import Study
-from medseg.batch.local import StudyFunc, lost_record
+from medseg.batch.local import StudyFunc, last_stage, lost_record, timeout_record
 from medseg.batch.worker import WorkerConfig, process_study
 from medseg.errors import ConfigError
 
@@ -84,6 +97,47 @@ def dask_client(
             yield client
 
 
+def deadline_note(config: Any, study: Study) -> Path:
+    """Where a study's start time, worker PID and (past the limit) stack dump are noted."""
+    base = getattr(config, "output_dir", None) or tempfile.gettempdir()
+    return Path(base) / f".study-{hashlib.sha256(study.study_id.encode()).hexdigest()[:24]}.deadline"
+
+
+def expired_record(config: Any, study: Study, timeout: float) -> dict[str, Any] | None:
+    """The timeout record of a study whose last attempt was stopped at its deadline (the note is
+    removed), or None when no attempt ran past it."""
+    note = deadline_note(config, study)
+    try:
+        started, pid = note.read_text().split()[:2]
+        expired = time.time() >= float(started) + timeout - 0.5
+    except (OSError, ValueError):
+        return None
+    if not expired:
+        return None
+    note.unlink(missing_ok=True)
+    return timeout_record(study, timeout, 1, last_stage(config, int(pid)))
+
+
+def run_with_deadline(func: StudyFunc, study: Study, config: Any, timeout: float | None) -> dict[str, Any]:
+    """``func(study, config)`` in a Dask worker, the process ended at ``timeout`` seconds (see the
+    module docstring); the record of an earlier attempt stopped at the deadline when there was one."""
+    if timeout is None:
+        return func(study, config)
+    earlier = expired_record(config, study, timeout)
+    if earlier is not None:
+        return earlier
+    note = deadline_note(config, study)
+    with open(note, "w", encoding="utf-8") as stream:  # the watchdog writes the stack here at the limit
+        stream.write(f"{time.time():.3f} {os.getpid()}\n")
+        stream.flush()
+        faulthandler.dump_traceback_later(timeout, exit=True, file=stream)
+        try:
+            return func(study, config)
+        finally:
+            faulthandler.cancel_dump_traceback_later()
+            note.unlink(missing_ok=True)
+
+
 def run_dask(
     studies: list[Study],
     config: WorkerConfig,
@@ -92,11 +146,14 @@ def run_dask(
     scheduler: str | None = None,
     max_retries: int = 2,
     func: StudyFunc = process_study,
+    study_timeout: float | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Process ``studies`` as Dask tasks; yields records as they complete (in completion order).
 
     A task whose worker died more than ``max_retries`` times (Dask's ``KilledWorker``)
-    gives a ``"lost"`` record; any other task error gives a ``"failed"`` record.
+    gives a ``"lost"`` record; any other task error gives a ``"failed"`` record. A study past
+    ``study_timeout`` seconds (None: no limit) has its worker process ended and is recorded
+    ``failed: timed out after N s``, not retried.
     """
     if not studies:
         return
@@ -106,7 +163,8 @@ def run_dask(
         by_key: dict[str, Study] = {}
         futures = []
         for study in studies:
-            future = client.submit(func, study, config, key=f"medseg-study-{study.study_id}", pure=False)
+            future = client.submit(run_with_deadline, func, study, config, study_timeout,
+                                   key=f"medseg-study-{study.study_id}", pure=False)
             by_key[future.key] = study
             futures.append(future)
         for future in distributed.as_completed(futures):
@@ -115,7 +173,11 @@ def run_dask(
                 yield future.result()
                 continue
             exc = future.exception()
-            if isinstance(exc, distributed.KilledWorker):
+            expired = expired_record(config, study, study_timeout) if study_timeout is not None else None
+            if isinstance(exc, distributed.KilledWorker) and expired is not None:
+                log.warning("study %s timed out after %g s", study.study_id, study_timeout)
+                yield expired
+            elif isinstance(exc, distributed.KilledWorker):
                 log.warning("study %s lost: its worker died %d times", study.study_id, max_retries + 1)
                 yield lost_record(study, "Dask worker died", max_retries + 1)
             else:
@@ -126,4 +188,4 @@ def run_dask(
             future.release()
 
 
-__all__ = ["run_dask", "dask_client", "dask_config"]
+__all__ = ["run_dask", "dask_client", "dask_config", "run_with_deadline", "deadline_note"]

@@ -143,7 +143,7 @@ def run_local(
                     slot.conn.close()
                     slot.study = None
                     yield timeout_record(study, study_timeout, attempts[study.study_id],
-                                         _last_stage(config, slot.process.pid))
+                                         last_stage(config, slot.process.pid))
                     if queue:
                         slots[n] = _Slot(ctx, func, config)
                         _assign(slots[n], queue, attempts)
@@ -167,7 +167,7 @@ def run_local(
                                 study.study_id)
                     slot.study = None
                     slot.conn.close()
-                    stage = _last_stage(config, slot.process.pid)
+                    stage = last_stage(config, slot.process.pid)
                     if attempts[study.study_id] > max_retries:
                         where = f" in stage {stage} on {study.path}" if stage else f" on {study.path}"
                         yield lost_record(study, f"worker process died (exit code {code}){where}",
@@ -180,10 +180,10 @@ def run_local(
     finally:
         for slot in slots:
             slot.stop() if slot.process.is_alive() else slot.conn.close()
-            _last_stage(config, slot.process.pid)  # remove the note of a worker that ended normally
+            last_stage(config, slot.process.pid)  # remove the note of a worker that ended normally
 
 
-def _last_stage(config: Any, pid: int | None) -> str | None:
+def last_stage(config: Any, pid: int | None) -> str | None:
     """The stage a dead worker noted last (and the note removed), or None."""
     out = getattr(config, "output_dir", None)
     if out is None or pid is None:
@@ -212,4 +212,4 @@ def _assign(slot: _Slot, queue: deque[Study], attempts: dict[str, int]) -> None:
         log.debug("worker %s gone before it received %s", slot.process.pid, study.study_id)
 
 
-__all__ = ["run_local", "lost_record", "timeout_record", "StudyFunc", "DEFAULT_STUDY_TIMEOUT_S"]
+__all__ = ["run_local", "lost_record", "timeout_record", "last_stage", "StudyFunc", "DEFAULT_STUDY_TIMEOUT_S"]

@@ -161,7 +161,7 @@ def run_batch(
         device: torch device for the workers (default: CUDA when available).
         tta: mirror test-time augmentation.
         max_retries: re-runs of a study whose worker process died, before it is recorded as lost.
-        study_timeout: wall limit of one study in seconds (local backend; None: no limit); a study
+        study_timeout: wall limit of one study in seconds (None: no limit), on both backends; a study
             past it is recorded ``failed`` with ``timed out after N s`` and the batch goes on.
         report: write ``report.html`` at the end.
         on_start: called with ``(studies to run, studies skipped)`` before processing.
@@ -190,9 +190,6 @@ def run_batch(
         raise ConfigError(f"max_retries must be 0 or more, got {max_retries}")
     if study_timeout is not None and not (study_timeout > 0 and study_timeout < float("inf")):
         raise ConfigError(f"study_timeout must be a positive number of seconds, got {study_timeout}")
-    if backend == "dask" and study_timeout is not None:
-        log.warning("study timeout: enforced by the local backend only; Dask tasks run without a wall limit "
-                    "(use the cluster's own limits)")
     model_path, out = Path(model), Path(output_dir)
     model_info = _check_model(model_path, Path(prompt_model) if prompt_model else None,
                               Path(prompt_masks) if prompt_masks else None)
@@ -219,7 +216,7 @@ def run_batch(
         "scheduler": scheduler, "workers": workers, "formats": list(formats), "reference": config.reference_dir,
         "prompt_model": config.prompt_model, "prompt_masks": config.prompt_masks,
         "started": _now(), "studies": len(studies), "skipped": len(done),
-        "study_timeout_s": study_timeout if backend == "local" else None,
+        "study_timeout_s": study_timeout,
     }
     write_text_atomic(out / "run.json", json.dumps(info, indent=2))
     log.info("%d studies found under %s: %d to run, %d already complete", len(studies), input_dir, len(todo), len(done))
@@ -228,9 +225,9 @@ def run_batch(
 
     result = BatchResult(output_dir=out, total=len(studies), skipped=len(done))
     start = time.perf_counter()
+    extra = {"scheduler": scheduler} if backend == "dask" else {}
     for record in _backend(backend)(todo, config, workers=workers, max_retries=max_retries, func=func,
-                                    **({"scheduler": scheduler} if backend == "dask" else
-                                       {"study_timeout": study_timeout})):
+                                    study_timeout=study_timeout, **extra):
         record = append_or_note(manifest, record)
         result.records.append(record)
         if on_record is not None:

@@ -54,7 +54,7 @@ def batch(
                                     help="Re-runs of a study whose worker died, before 'lost' (0 or more)."),
     study_timeout: float = typer.Option(
         3600.0, "--study-timeout", min=1.0, max=1e7,
-        help="Seconds one study may take (local backend); past it the study is recorded 'failed: timed out' "
+        help="Seconds one study may take (local and Dask backends); past it the study is recorded 'failed: timed out' "
              "and the batch goes on."),
     prompt_model: Optional[Path] = PROMPT_MODEL_OPTION,
     prompt_masks: Optional[Path] = typer.Option(

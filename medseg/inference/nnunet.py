@@ -232,23 +232,27 @@ def linear_labels(logits: np.ndarray, shape: Sequence[int], current: Sequence[fl
     axis = separate_axis(current, new, force_separate_z)
     taps = [_axis_taps(grid[a], shape[a], linear=(order == 1) if a != axis else (order_z == 1)) for a in range(3)]
     labels = decide(logits)
-    margin = (_abs_margin if decide is positive else _top_margin)(logits)
-    scale = np.abs(logits).max(axis=0).astype(np.float32) if decide is _argmax else np.abs(logits[0]).astype(np.float32)
-    clear = margin > MARGIN_ABS + MARGIN_REL * scale
-    # a block is uniform when its lowest and highest label agree and every voxel of it is clear; block =
-    # voxel and its +1 neighbour on each axis where the taps are two apart
-    size = [2 if not np.array_equal(t[0], t[1]) else 1 for t in taps]
-    origin = [-1 if n == 2 else 0 for n in size]
-    high = ndimage.maximum_filter(labels, size=size, origin=origin, mode="nearest")
-    low = ndimage.minimum_filter(labels, size=size, origin=origin, mode="nearest")
-    uniform = (high == low) & ndimage.minimum_filter(clear, size=size, origin=origin, mode="nearest")
-    del high, low, margin, scale, clear
+    budget = max_band_share * float(np.prod(shape))
 
     def gather(volume: np.ndarray) -> np.ndarray:  # volume[low taps] at every output voxel, axis by axis
         return volume.take(taps[0][0], 0).take(taps[1][0], 1).take(taps[2][0], 2)
 
+    # a block is uniform when its lowest and highest label agree and every voxel of it is clear; block =
+    # voxel and its +1 neighbour on each axis where the taps are two apart
+    size = [2 if not np.array_equal(t[0], t[1]) else 1 for t in taps]
+    origin = [-1 if n == 2 else 0 for n in size]
+    same = ndimage.maximum_filter(labels, size=size, origin=origin, mode="nearest") == ndimage.minimum_filter(
+        labels, size=size, origin=origin, mode="nearest")
+    if np.count_nonzero(~gather(same)) > budget:  # mixed blocks alone overflow the band: no margins needed
+        return None
+    margin = (_abs_margin if decide is positive else _top_margin)(logits)
+    scale = np.abs(logits).max(axis=0).astype(np.float32) if decide is _argmax else np.abs(logits[0]).astype(np.float32)
+    clear = margin > MARGIN_ABS + MARGIN_REL * scale
+    uniform = same & ndimage.minimum_filter(clear, size=size, origin=origin, mode="nearest")
+    del same, margin, scale, clear
+
     todo = np.flatnonzero(~gather(uniform))
-    if todo.size > max_band_share * float(np.prod(shape)):
+    if todo.size > budget:
         return None
     out = gather(labels).astype(np.uint16 if logits.shape[0] > 255 else np.uint8)
     flat_logits = logits.reshape(logits.shape[0], -1)

@@ -33,7 +33,7 @@ _SPACING_RTOL = 1e-3  # relative tolerance under which a spacing counts as alrea
 
 
 # --------------------------------------------------------------------------- orientation
-def to_canonical(volume: Volume, orientation: str = "RAS") -> Volume:
+def to_canonical(volume: Volume, orientation: str = "RAS", *, copy: bool = True) -> Volume:
     """Permute and flip the voxel axes so that they point along ``orientation``.
 
     The world position of every voxel is unchanged (the affine is updated to match),
@@ -46,6 +46,8 @@ def to_canonical(volume: Volume, orientation: str = "RAS") -> Volume:
     Args:
         volume: image or label map, ``[i, j, k]`` or ``[c, i, j, k]``.
         orientation: three letters, one of L/R, P/A, I/S each (e.g. ``"RAS"``, ``"LPS"``).
+        copy: False returns a view of the input's array (permuted and flipped, so possibly with
+            negative strides) instead of a contiguous copy: for callers that only read it.
     """
     import nibabel.orientations as nio
 
@@ -53,12 +55,12 @@ def to_canonical(volume: Volume, orientation: str = "RAS") -> Volume:
     if len(code) != 3 or sorted(_axis_of(c) for c in code) != [0, 1, 2]:
         raise ConfigError(f"orientation {orientation!r} is not a valid 3-letter code such as 'RAS' or 'LPS'")
     if volume.ndim != 3:
-        return volume.with_array(volume.array.copy())
+        return volume.with_array(volume.array.copy() if copy else volume.array)
     current = nio.io_orientation(volume.affine)
     target = nio.axcodes2ornt(tuple(code))
     transform = nio.ornt_transform(current, target)
     if np.array_equal(transform, [[0, 1], [1, 1], [2, 1]]):
-        return volume.with_array(volume.array.copy(), canonical_from=volume.orientation)
+        return volume.with_array(volume.array.copy() if copy else volume.array, canonical_from=volume.orientation)
     spatial_shape = volume.spatial_shape
     array = volume.array
     # apply_orientation works on the leading 3 axes; move channels to the end first
@@ -69,7 +71,7 @@ def to_canonical(volume: Volume, orientation: str = "RAS") -> Volume:
         array = np.moveaxis(array, -1, 0)
     affine = volume.affine @ nio.inv_ornt_aff(transform, spatial_shape)
     return Volume(
-        np.ascontiguousarray(array),
+        np.ascontiguousarray(array) if copy else array,
         affine,
         {**volume.meta, "canonical_from": volume.orientation},
         is_label=volume.is_label,
@@ -115,7 +117,7 @@ def target_grid(volume: Volume, spacing_mm: Sequence[float]) -> tuple[tuple[int,
 MAX_RESAMPLED_VOXELS = 2**31
 
 
-def resample_to_spacing(volume: Volume, spacing_mm: Sequence[float], *, order: int) -> Volume:
+def resample_to_spacing(volume: Volume, spacing_mm: Sequence[float], *, order: int, copy: bool = True) -> Volume:
     """Resample ``volume`` to voxels of ``spacing_mm`` (mm, per array axis ``i, j, k``).
 
     The new grid is described by :func:`target_grid`. Values outside the old field of
@@ -126,6 +128,7 @@ def resample_to_spacing(volume: Volume, spacing_mm: Sequence[float], *, order: i
         volume: image or label map (``[i, j, k]``, ``[i, j]`` or channel-first).
         spacing_mm: target voxel size in mm for each spatial axis.
         order: spline order - 0 nearest (label maps must use 0), 1 linear, 3 cubic.
+        copy: False returns the input itself when the spacing already matches.
 
     Raises:
         ConfigError: a label map with ``order != 0`` or a bad spacing.
@@ -137,7 +140,7 @@ def resample_to_spacing(volume: Volume, spacing_mm: Sequence[float], *, order: i
     old = np.asarray(volume.spacing)
     new = np.asarray([float(s) for s in spacing_mm])
     if new.shape == old.shape and np.all(np.abs(new - old) <= _SPACING_RTOL * old):
-        return volume.with_array(volume.array.copy())
+        return volume.with_array(volume.array.copy()) if copy else volume
     shape, affine = target_grid(volume, spacing_mm)
     voxels = int(np.prod([int(n) for n in shape], dtype=np.float64))
     if voxels > MAX_RESAMPLED_VOXELS:
@@ -172,9 +175,11 @@ def resample_to_grid(
     mode, fill = ("nearest", 0.0) if cval is None else ("constant", float(cval))
 
     def _one(arr: np.ndarray) -> np.ndarray:
-        src = arr if arr.dtype.kind == "f" or order == 0 else arr.astype(np.float32)
+        # integers interpolate straight into a float32 output: no float copy of the (larger) source
+        out = arr.dtype if arr.dtype.kind == "f" or order == 0 else np.float32
         return ndimage.affine_transform(
-            src, matrix, offset=offset, output_shape=shape, order=order, mode=mode, cval=fill, prefilter=order > 1
+            arr, matrix, offset=offset, output_shape=shape, output=out, order=order, mode=mode, cval=fill,
+            prefilter=order > 1,
         )
 
     if volume.channel_first:
@@ -216,13 +221,14 @@ def preprocess_pair(
     """
     orientation = spec.get("orientation", "RAS")
     order = int(spec.get("image_order", image_order))
-    img = to_canonical(image, orientation) if orientation else image
+    # the image's intermediate steps are views: normalisation writes the one new (float32) array
+    img = to_canonical(image, orientation, copy=False) if orientation else image
     lab = to_canonical(label, orientation) if (label is not None and orientation) else label
     spacing = spec.get("target_spacing_mm")
     if spacing is not None:
         if len(spacing) != img.ndim:
             spacing = list(spacing)[: img.ndim]
-        img = resample_to_spacing(img, spacing, order=order)
+        img = resample_to_spacing(img, spacing, order=order, copy=False)
         if lab is not None:
             lab = resample_to_spacing(lab, spacing, order=0)
     norm = spec.get("normalization", {"kind": "none"})
