@@ -127,7 +127,8 @@ def _coco_jsons(root: Path, kind: str) -> list[Path]:
     return sorted((root / "annotations").glob(f"{kind}_*.json")) if (root / "annotations").is_dir() else []
 
 
-def _yaml_file(root: Path) -> Path | None:
+def yaml_file(root: Path) -> Path | None:
+    """The YOLO dataset YAML of folder ``root`` (``data.yaml``, ``data.yml`` or ``dataset.yaml``), or ``None``."""
     for name in ("data.yaml", "data.yml", "dataset.yaml"):
         if (root / name).is_file():
             return root / name
@@ -137,7 +138,7 @@ def _yaml_file(root: Path) -> Path | None:
 _MATCHERS: dict[str, Callable[[Path], bool]] = {
     "coco_panoptic": lambda r: bool(_coco_jsons(r, "panoptic")),
     "coco_instances": lambda r: bool(_coco_jsons(r, "instances")),
-    "yolo_seg": lambda r: _yaml_file(r) is not None,
+    "yolo_seg": lambda r: yaml_file(r) is not None,
     "instance_masks": lambda r: (r / "images").is_dir() and (r / "masks").is_dir(),
 }
 
@@ -468,7 +469,8 @@ def _read_coco_panoptic(path: Path, images_arg: Any, check_images: bool) -> Inst
 
 
 # --------------------------------------------------------------------------- yolo_seg
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A YOLO dataset YAML as a dict (an :class:`InputError` naming ``path`` when unreadable or without ``names``)."""
     import yaml
 
     try:
@@ -543,7 +545,9 @@ def polygons_to_mask(polygons: list[np.ndarray], height: int, width: int) -> np.
     return mask_utils.decode(mask_utils.merge(rles)).astype(bool)
 
 
-def _yolo_dirs(path: Path, data: dict[str, Any], root: Path) -> list[tuple[str, Path]]:
+def yolo_dirs(path: Path, data: dict[str, Any], root: Path) -> list[tuple[str, Path]]:
+    """``(split, image folder)`` of every ``train:``/``val:``/``test:`` entry of the YOLO YAML ``data`` (read
+    from ``path``), resolved against its ``path:`` key or ``root``."""
     base = Path(data["path"]) if data.get("path") else root
     if not base.is_absolute():
         base = root / base
@@ -562,14 +566,14 @@ def _yolo_dirs(path: Path, data: dict[str, Any], root: Path) -> list[tuple[str, 
 
 
 def _read_yolo(root: Path) -> InstanceDataset:
-    path = _yaml_file(root) if root.is_dir() else root
+    path = yaml_file(root) if root.is_dir() else root
     if path is None:
         raise InputError(f"{root}: not a yolo_seg dataset: expected {FORMAT_HINTS['yolo_seg']} (found: {_found(root)})")
-    data = _read_yaml(path)
+    data = read_yaml(path)
     names = yolo_names(path, data["names"])
     items = []
     seen: dict[Path, str] = {}
-    for split, folder in _yolo_dirs(path, data, path.parent):
+    for split, folder in yolo_dirs(path, data, path.parent):
         if folder in seen:
             continue
         seen[folder] = split
@@ -589,7 +593,7 @@ def _read_yolo(root: Path) -> InstanceDataset:
 __all__ = [
     "INSTANCE_FORMATS", "FORMAT_HINTS", "Instance", "InstanceImage", "InstanceDataset", "load_instance_dataset",
     "detect_instance_format", "read_instances", "coco_annotation_mask", "coco_body", "rgb_to_id", "read_panoptic_png",
-    "panoptic_segments", "yolo_names", "label_path", "parse_yolo_labels", "polygons_to_mask",
+    "panoptic_segments", "yolo_names", "yaml_file", "read_yaml", "yolo_dirs", "label_path", "parse_yolo_labels", "polygons_to_mask",
 ]
 
 

@@ -151,6 +151,39 @@ def image_inference(info: dict[str, Any], *, mode: str | None = None, window: An
     return chosen
 
 
+def export_task(info: dict[str, Any]) -> str:
+    """The task of an export's predictions: ``inference.task`` of its ``model.json``, else its family's
+    registry ``task`` (``semantic``, ``instance``, ``panoptic``)."""
+    from medseg.models.registry import get_model_spec
+
+    return str((info.get("inference") or {}).get("task") or get_model_spec(info["model"]["name"]).task)
+
+
+def image_route(model: str | os.PathLike[str]) -> Callable[..., list[dict[str, Any]]] | None:
+    """The registry ``image_predictor`` of an export whose task is not ``semantic`` (``None`` for the dense
+    path of :func:`predict_image_folder`, and when there is no readable export: its loading reports that).
+
+    Raises:
+        ModelError: a non-semantic export whose family declares no ``image_predictor``.
+    """
+    from medseg.errors import MedsegError
+    from medseg.models.export import find_export, read_export
+    from medseg.models.registry import get_model_spec, resolve_entry
+
+    try:
+        folder = find_export(model)
+        info = read_export(folder).to_json()
+        task = export_task(info)
+    except MedsegError:
+        return None
+    if task == "semantic":
+        return None
+    spec = get_model_spec(info["model"]["name"])
+    if not spec.image_predictor:
+        raise ModelError(f"{folder}: a {task} export of {spec.name!r}, whose family declares no image_predictor")
+    return resolve_entry(spec.image_predictor)
+
+
 def predict_image_folder(
     model: str | os.PathLike[str],
     input_dir: str | os.PathLike[str],
@@ -192,12 +225,12 @@ def predict_image_folder(
         ModelError / ConfigError: the export is not a usable 2D model, its
             normalisation is unknown or the inference mode does not fit it.
 
-    A ``yolo_seg`` export writes instance maps instead (:mod:`medseg.inference.yolo`).
+    An export whose task is not ``semantic`` goes to its family's registry ``image_predictor``
+    (:func:`image_route`: ``yolo_seg`` writes instance maps, :mod:`medseg.inference.yolo`).
     """
-    from medseg.inference.yolo import is_yolo_export, predict_yolo_folder
-
-    if is_yolo_export(model):  # ultralytics YOLO-seg: <stem>_instances.png/.json + <stem>.png, in a child process
-        return predict_yolo_folder(model, input_dir, output_dir, device=device, overwrite=overwrite, on_image=on_image)
+    route = image_route(model)
+    if route is not None:  # instance / panoptic: <stem>_instances.png/.json + <stem>.png
+        return route(model, input_dir, output_dir, device=device, overwrite=overwrite, on_image=on_image)
     import torch
 
     from medseg.io.images import files_by_stem
@@ -293,5 +326,5 @@ def predict_image_folder(
     return sorted(records, key=lambda r: order[r["input"]])
 
 
-__all__ = ["predict_image_folder", "normalize_image", "fit_channels", "pad_to_multiple", "input_multiple",
+__all__ = ["predict_image_folder", "image_route", "export_task", "normalize_image", "fit_channels", "pad_to_multiple", "input_multiple",
            "image_inference", "ImageInference"]

@@ -1,4 +1,4 @@
-"""``medseg predict-images`` for a ``yolo_seg`` export: instance maps at full image resolution.
+"""``medseg predict-images`` for a ``yolo_seg`` export (its registry ``image_predictor``): instance maps at full image resolution.
 
 For every image (sorted by stem) of the input folder this writes
 
@@ -39,18 +39,6 @@ log = logging.getLogger(__name__)
 RECORDS_NAME = "predictions.jsonl"  # the file of medseg.inference.images
 
 
-def is_yolo_export(model: str | os.PathLike[str]) -> bool:
-    """True when ``model`` (an export or run folder) holds a ``yolo_seg`` export (``False`` when there is no
-    readable export: the caller's own loading reports that)."""
-    from medseg.errors import MedsegError
-    from medseg.models.export import read_export
-
-    try:
-        return read_export(model).name == "yolo_seg"
-    except MedsegError:
-        return False
-
-
 def predict_yolo_folder(model: str | os.PathLike[str], input_dir: str | os.PathLike[str],
                         output_dir: str | os.PathLike[str], *, device: str | None = None, overwrite: bool = False,
                         on_image: Callable[[dict[str, Any]], None] | None = None,
@@ -76,8 +64,8 @@ def predict_yolo_folder(model: str | os.PathLike[str], input_dir: str | os.PathL
         raise InputError(f"{out}: the output folder must differ from the input folder (masks are <stem>.png)")
     folder = find_export(model)
     export = read_export(folder)
-    if export.name != "yolo_seg":
-        raise ModelError(f"{folder}: a {export.name!r} export, not yolo_seg")
+    if export.inference.get("task", "instance") != "instance" or "imgsz" not in export.config:
+        raise ModelError(f"{folder}: a {export.name!r} export, not a YOLO instance (yolo_seg) export")
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="medseg-yolo-") as tmp:
         records_path = Path(tmp) / "records.json"
@@ -187,4 +175,4 @@ if __name__ == "__main__":
     sys.exit(worker_main(sys.argv[1:], "medseg.inference.yolo", {"predict": predict_job}))
 
 
-__all__ = ["is_yolo_export", "predict_yolo_folder", "instance_maps", "predict_job"]
+__all__ = ["predict_yolo_folder", "instance_maps", "predict_job"]

@@ -18,6 +18,13 @@ through :func:`create_model`. A family may also name its own Lightning module
 (``training_module="medseg.models.sam2:Sam2LightningModule"``, only modules under
 ``medseg.`` are accepted) when the generic segmentation engine does not fit it.
 
+The route a family takes is declared here too, never switched on its name elsewhere:
+``trainer`` names a training entry that replaces medseg's Lightning engine (ultralytics' own
+trainer for ``yolo_seg`` and ``yolo_sem``), ``task`` says what the network's predictions are
+(``semantic``: per-pixel logits, the dense predictors; ``instance``/``panoptic``: segments), and
+``image_predictor`` names the ``predict-images`` writer of exports whose task is not ``semantic``.
+Both are ``"medseg.pkg.module:function"`` strings, resolved by :func:`resolve_entry` when used.
+
 The built-in families live in the modules listed in :data:`BUILTIN_FAMILIES`; they
 import torch/MONAI/smp only inside their builders, so listing models stays light.
 """
@@ -43,7 +50,7 @@ BUILTIN_FAMILIES: tuple[str, ...] = (
 
 
 #: what a family's network outputs (:attr:`ModelSpec.task`)
-MODEL_TASKS: tuple[str, ...] = ("semantic", "instance")
+MODEL_TASKS: tuple[str, ...] = ("semantic", "instance", "panoptic")
 
 
 class UnknownModelError(ConfigError, KeyError):
@@ -70,8 +77,15 @@ class ModelSpec:
         weight_keys: builder options naming local initial-weight files.
         tiny_config: a small config for tests (built by the shared model harness).
         promptable: the network needs prompts (SAM2): it has no plain ``forward(image)``.
-        task: ``"semantic"`` (logits per pixel, the dense harness and predictors) or ``"instance"``
-            (the network returns detections with masks: YOLO-seg, :mod:`medseg.inference.yolo`).
+        task: ``"semantic"`` (logits per pixel, the dense harness and predictors), ``"instance"``
+            (the network returns detections with masks: YOLO-seg, :mod:`medseg.inference.yolo`) or
+            ``"panoptic"``; an export may record another task its family supports
+            (``model.json`` ``inference.task``: Mask2Former's post-processing).
+        trainer: ``"medseg.pkg.module:function"`` of a training entry
+            ``f(cfg, run_dir, *, resume, t0) -> run_dir`` that replaces the Lightning engine, or ``None``.
+        image_predictor: ``"medseg.pkg.module:function"`` writing ``predict-images`` outputs of an
+            export whose task is not ``semantic`` (``f(model, input_dir, output_dir, *, device, overwrite,
+            on_image) -> records``), or ``None``.
     """
 
     name: str
@@ -85,6 +99,8 @@ class ModelSpec:
     tiny_config: dict[str, Any] | None = None
     promptable: bool = False
     task: str = "semantic"
+    trainer: str | None = None
+    image_predictor: str | None = None
 
     def size_multiple(self, config: Mapping[str, Any] | None = None) -> tuple[int, ...]:
         """Per-axis factor (``spatial_dims`` values) every input size must be a multiple of.
@@ -125,6 +141,8 @@ def register_model(
     tiny_config: dict[str, Any] | None = None,
     promptable: bool = False,
     task: str = "semantic",
+    trainer: str | None = None,
+    image_predictor: str | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: register ``builder`` under ``name`` (lower-case letters, digits, ``_``) with its contract.
 
@@ -135,8 +153,10 @@ def register_model(
         raise ConfigError(f"model name {name!r} must be lower-case letters, digits and '_'")
     if spatial_dims not in (2, 3):
         raise ConfigError(f"model {name!r}: spatial_dims must be 2 or 3, got {spatial_dims}")
-    if training_module is not None and not training_module.startswith("medseg."):
-        raise ConfigError(f"model {name!r}: training_module must be inside medseg, got {training_module!r}")
+    for key, entry in (("training_module", training_module), ("trainer", trainer),
+                       ("image_predictor", image_predictor)):
+        if entry is not None and not (entry.startswith("medseg.") and ":" in entry):
+            raise ConfigError(f"model {name!r}: {key} must be 'medseg.module:name' inside medseg, got {entry!r}")
     if task not in MODEL_TASKS:
         raise ConfigError(f"model {name!r}: task must be one of {', '.join(MODEL_TASKS)}, got {task!r}")
 
@@ -162,6 +182,8 @@ def register_model(
             tiny_config=dict(tiny_config) if tiny_config is not None else None,
             promptable=promptable,
             task=task,
+            trainer=trainer,
+            image_predictor=image_predictor,
         )
         return builder
 
@@ -200,6 +222,13 @@ def get_model_spec(name: str) -> ModelSpec:
         return _REGISTRY[name]
     except KeyError:
         raise UnknownModelError(f"unknown model {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def resolve_entry(entry: str) -> Any:
+    """The object an entry string ``"medseg.pkg.module:name"`` names (a registry ``trainer``,
+    ``image_predictor`` or ``training_module``), imported now."""
+    module, _, attr = entry.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def initial_weight_keys() -> tuple[str, ...]:
@@ -246,4 +275,5 @@ __all__ = [
     "get_model_spec",
     "create_model",
     "initial_weight_keys",
+    "resolve_entry",
 ]

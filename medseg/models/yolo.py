@@ -1,4 +1,10 @@
-"""``yolo_seg``: ultralytics' YOLO instance-segmentation network (YOLOv8/11/26-seg), the optional AGPL ``yolo`` extra.
+"""``yolo_seg`` and ``yolo_sem``: ultralytics' YOLO networks (the optional AGPL ``yolo`` extra).
+
+``yolo_seg`` is the instance-segmentation network (YOLOv8/11/26-seg); ``yolo_sem`` is ultralytics 8.4's
+semantic task (``yolo26n-sem.yaml``: ``SemanticSegmentationModel``), wrapped so that it is an ordinary
+dense family: its stride-8 logits are upsampled (bilinear, as ultralytics' predictor does) to the input
+size, so the dense predictors, the model harness and ``predict-images`` take it as they take SegFormer.
+Both are trained by ultralytics' own trainer in a child process (the registry's ``trainer``).
 
 The network is ultralytics' ``SegmentationModel`` built from a model YAML: a name ultralytics ships
 (``yolo11n-seg.yaml``: the scale letter picks the width/depth, random init, nothing downloaded), a
@@ -151,8 +157,12 @@ def worker_main(argv: list[str], module: str, commands: Mapping[str, Any]) -> in
     return 0
 
 
+TRAINER = "medseg.training.yolo:train_yolo"
+
+
 @register_model(
-    "yolo_seg", spatial_dims=2, task="instance",
+    "yolo_seg", spatial_dims=2, task="instance", trainer=TRAINER,
+    image_predictor="medseg.inference.yolo:predict_yolo_folder",
     description="YOLO-seg instance segmentation (ultralytics SegmentationModel from a model YAML; AGPL extra)",
     input_multiple=lambda c: [YOLO_STRIDE] * 2,
     tiny_config={"model": "yolo11n-seg.yaml", "nc": 2, "imgsz": 64},
@@ -173,4 +183,49 @@ def build_yolo_seg(*, model: str | dict[str, Any] = "yolo11n-seg.yaml", nc: int 
     return net
 
 
-__all__ = ["YOLO_STRIDE", "build_yolo_seg", "check_yolo_model", "yolo_yaml", "yolo_environment", "run_worker", "worker_main"]
+def _semantic_class() -> type:
+    import torch
+    import torch.nn.functional as F
+
+    class YoloSemantic(torch.nn.Module):
+        """ultralytics' ``SemanticSegmentationModel`` (``self.net``) returning logits ``[B, K, H, W]`` at the
+        input's size: its stride-8 output upsampled bilinearly. The P4 auxiliary head, a training-only
+        loss term of ultralytics' trainer that inference never reads, is left out of the network (and of
+        the export's state_dict)."""
+
+        def __init__(self, net: torch.nn.Module) -> None:
+            super().__init__()
+            net.model[-1].aux_head = None
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = self.net(x)
+            out = out[0] if isinstance(out, (tuple, list)) else out
+            return F.interpolate(out, size=x.shape[2:], mode="bilinear", align_corners=False)
+
+    YoloSemantic.__module__ = __name__
+    return YoloSemantic
+
+
+@register_model(
+    "yolo_sem", spatial_dims=2, task="semantic", trainer=TRAINER,
+    description="YOLO semantic segmentation (ultralytics 8.4 SemanticSegmentationModel, yolo26n-sem.yaml; AGPL extra)",
+    input_multiple=lambda c: [YOLO_STRIDE] * 2,
+    tiny_config={"model": "yolo26n-sem.yaml", "in_channels": 1, "out_channels": 3},
+)
+def build_yolo_sem(*, model: str | dict[str, Any] = "yolo26n-sem.yaml", in_channels: int = 3,
+                   out_channels: int = 2) -> Any:
+    """ultralytics ``SemanticSegmentationModel(yaml, ch=in_channels, nc=out_channels)``, random weights, with
+    logits upsampled to the input size; ``out_channels`` counts every class, background included."""
+    if int(out_channels) < 2:
+        raise ConfigError(f"model.config.out_channels must be >= 2 (background and a class), got {out_channels}")
+    cfg = yolo_yaml(model)
+    head = str(cfg.get("head", [[None, None, ""]])[-1][2]) if cfg.get("head") else ""
+    if head != "SemanticSegment":
+        raise ConfigError(f"model.config.model {model!r}: not a semantic model YAML (its head is {head!r}, "
+                          "expected SemanticSegment, as in yolo26n-sem.yaml)")
+    net = _tasks().SemanticSegmentationModel(cfg, ch=int(in_channels), nc=int(out_channels), verbose=False)
+    return _semantic_class()(net)
+
+
+__all__ = ["YOLO_STRIDE", "build_yolo_seg", "build_yolo_sem", "check_yolo_model", "yolo_yaml", "yolo_environment", "run_worker", "worker_main"]

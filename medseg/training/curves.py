@@ -1,10 +1,13 @@
-"""PNG curves of a run: training loss and validation Dice (or mIoU for ordinary images) against the step."""
+"""PNG curves of a run: training loss and validation Dice (or mIoU for ordinary images) against the step;
+:func:`save_panels` is the one tail (grid, legends, atomic PNG) of every run's curves, YOLO's included."""
 
 from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from medseg.io.atomic import atomic_path
 
@@ -25,13 +28,8 @@ def read_metrics(path: str | os.PathLike[str]) -> dict[str, list[tuple[int, floa
 def plot_curves(metrics_csv: str | os.PathLike[str], out_png: str | os.PathLike[str]) -> Path:
     """Draw training loss (per step and per epoch) and validation Dice (mean and per label), or the
     validation mIoU and per-class IoU of an ordinary-image run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     s = read_metrics(metrics_csv)
-    fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, ax_loss, ax_dice = loss_and_score_panels()
     for key, style in (("train_loss_step", "-"), ("train_loss_epoch", "o-")):
         if key in s:
             x, y = zip(*s[key])
@@ -51,7 +49,25 @@ def plot_curves(metrics_csv: str | os.PathLike[str], out_png: str | os.PathLike[
     ax_dice.set_ylabel(what)
     ax_dice.set_ylim(0, 1)
     ax_dice.set_title("validation mIoU (full-resolution images)" if image_run else "validation Dice (whole volumes)")
-    for ax in (ax_loss, ax_dice):
+    return save_panels(fig, (ax_loss, ax_dice), out_png)
+
+
+def loss_and_score_panels() -> tuple[Any, Any, Any]:
+    """``(figure, loss axes, score axes)``: the two side-by-side panels of a run's curves (Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(11, 4))
+    return fig, ax_loss, ax_score
+
+
+def save_panels(fig: Any, axes: Sequence[Any], out_png: str | os.PathLike[str]) -> Path:
+    """Grid and legend on every panel, then ``fig`` written atomically as a PNG and closed; returns ``out_png``."""
+    import matplotlib.pyplot as plt
+
+    for ax in axes:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
@@ -62,4 +78,4 @@ def plot_curves(metrics_csv: str | os.PathLike[str], out_png: str | os.PathLike[
     return Path(out_png)
 
 
-__all__ = ["read_metrics", "plot_curves"]
+__all__ = ["read_metrics", "plot_curves", "loss_and_score_panels", "save_panels"]

@@ -222,26 +222,40 @@ def train(
     Raises:
         ConfigError: a bad config value (names the key and the allowed values).
         InputError: bad dataset (lists every bad case).
-    """
-    import yaml
 
+    The family's route is :func:`training_route`'s (the registry decides, not the model name).
+    """
     t0 = time.monotonic()
     cfg = load_config(config, overrides)
     run_dir = Path(out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.model.name == "yolo_seg":  # ultralytics' own trainer, in a child process (medseg.training.yolo)
-        from medseg.training.yolo import train_yolo
+    return training_route(cfg)(cfg, run_dir, resume=resume, t0=t0)
 
-        return train_yolo(cfg, run_dir, resume=resume, t0=t0)
+
+def training_route(cfg: Config) -> Any:
+    """The one dispatch of ``medseg train``: the family's registry ``trainer`` (ultralytics' own trainer for
+    ``yolo_seg``/``yolo_sem``), else ordinary-image training for an image dataset
+    (:func:`medseg.training.images.train_images`), else the volume engine (:func:`train_volumes`).
+    Each is called as ``route(cfg, run_dir, resume=, t0=)``."""
+    from medseg.models.registry import get_model_spec, resolve_entry
+
+    spec = get_model_spec(cfg.model.name)
+    if spec.trainer:
+        return resolve_entry(spec.trainer)
+    from medseg.training.images import train_images, uses_image_dataset
+
+    return train_images if uses_image_dataset(cfg) else train_volumes
+
+
+def train_volumes(cfg: Config, run_dir: Path, *, resume: bool, t0: float) -> Path:
+    """Train on a medical dataset (nnU-Net/MSD folder or manifest) with the Lightning engine; returns ``run_dir``."""
+    import yaml
+
     ckpt_last = run_dir / CHECKPOINT_DIR / "last.ckpt"
     if resume and not ckpt_last.is_file():
         raise InputError(f"{ckpt_last}: nothing to resume (no last checkpoint in {run_dir})")
     if cfg.dataset.root is None:
         raise ConfigError("dataset.root: required (the dataset folder or manifest); set it with --set dataset.root=DIR")
-    from medseg.training.images import train_images, uses_image_dataset
-
-    if uses_image_dataset(cfg):
-        return train_images(cfg, run_dir, resume=resume, t0=t0)
 
     from medseg.data.datasets import load_dataset, validate_dataset
     from medseg.training.planning import save_plan
@@ -495,5 +509,5 @@ def finish_run(run_dir: Path, trainer: Any, module: Any, cfg: Config, plan: dict
     return save_export(run_dir / EXPORT_DIR, net, info)
 
 
-__all__ = ["train", "build_trainer", "get_plan", "get_split", "preprocess_cases", "PatchDataset", "VolumeDataset",
+__all__ = ["train", "training_route", "train_volumes", "build_trainer", "get_plan", "get_split", "preprocess_cases", "PatchDataset", "VolumeDataset",
            "make_image_loaders", "best_weights", "training_record", "log_version", "CHECKPOINT_DIR", "EXPORT_DIR"]

@@ -68,6 +68,33 @@ def image_split(cfg: Config, dataset: Any, run_dir: Path) -> dict[str, list[str]
     return get_fold(splits, fold, known=stems)
 
 
+def training_images(cfg: Config, run_dir: Path) -> tuple[Any, dict[str, list[str]], list[Any], list[Any]]:
+    """``(dataset, split, train items, val items)`` of an ordinary-image run: the dataset of ``cfg`` (its
+    ``labels:`` block applied, validated when ``dataset.validate_data``) and :func:`image_split`, the
+    validation items cut to ``train.val_max_cases``.
+
+    Raises:
+        InputError: a bad dataset, or no training or no validation image.
+    """
+    from medseg.data.image_datasets import load_image_dataset, validate_image_dataset
+
+    if cfg.dataset.root is None:
+        raise ConfigError("dataset.root: required (the image dataset folder); set it with --set dataset.root=DIR")
+    dataset = load_image_dataset(cfg.dataset.root, format=cfg.dataset.format,
+                                 labels=cfg.labels.model_dump(exclude_none=True))
+    if cfg.dataset.validate_data:
+        validate_image_dataset(dataset)
+    split = image_split(cfg, dataset, run_dir)
+    by_stem = {it.stem: it for it in dataset.items}
+    train_items, val_items = [by_stem[s] for s in split["train"]], [by_stem[s] for s in split["val"]]
+    if cfg.train.val_max_cases:
+        val_items = val_items[: cfg.train.val_max_cases]
+    if not train_items or not val_items:
+        raise InputError(f"{dataset.root}: need training and validation images, got {len(train_items)} and "
+                         f"{len(val_items)}")
+    return dataset, split, train_items, val_items
+
+
 class ImageTrainSet:
     """``length`` augmented training samples drawn from ``items`` (order fixed by ``seed``).
 
@@ -300,7 +327,6 @@ def train_images(cfg: Config, run_dir: Path, *, resume: bool, t0: float) -> Path
     """Train an ordinary-image model into ``run_dir`` (see the module docstring); returns it."""
     import yaml
 
-    from medseg.data.image_datasets import load_image_dataset, validate_image_dataset
     from medseg.models.registry import get_model_spec
     from medseg.training.engine import CHECKPOINT_DIR, build_trainer, log_version, make_image_loaders
 
@@ -308,20 +334,11 @@ def train_images(cfg: Config, run_dir: Path, *, resume: bool, t0: float) -> Path
     if spec.spatial_dims != 2 or spec.promptable:
         raise ConfigError(f"model.name {cfg.model.name!r} is not a 2D dense model; ordinary-image training takes "
                           "segformer, deeplabv3plus or unet2d")
-    assert cfg.dataset.root is not None
-    dataset = load_image_dataset(cfg.dataset.root, format=cfg.dataset.format,
-                                 labels=cfg.labels.model_dump(exclude_none=True))
-    if cfg.dataset.validate_data:
-        validate_image_dataset(dataset)
+    ckpt_last = run_dir / CHECKPOINT_DIR / "last.ckpt"
+    if resume and not ckpt_last.is_file():
+        raise InputError(f"{ckpt_last}: nothing to resume (no last checkpoint in {run_dir})")
+    dataset, split, train_items, val_items = training_images(cfg, run_dir)
     labels = dataset.labels
-    split = image_split(cfg, dataset, run_dir)
-    by_stem = {it.stem: it for it in dataset.items}
-    train_items, val_items = [by_stem[s] for s in split["train"]], [by_stem[s] for s in split["val"]]
-    if cfg.train.val_max_cases:
-        val_items = val_items[: cfg.train.val_max_cases]
-    if not train_items or not val_items:
-        raise InputError(f"{dataset.root}: need training and validation images, got {len(train_items)} and "
-                         f"{len(val_items)}")
     model_config = dict(cfg.model.config)
     model_config.setdefault("in_channels", 3)
     model_config.setdefault("out_channels", labels.num_classes)
@@ -357,7 +374,6 @@ def train_images(cfg: Config, run_dir: Path, *, resume: bool, t0: float) -> Path
                               cfg.train.seed)
     val_set = ImageValSet(val_items, labels, cfg.images.normalization, in_channels)
     train_loader, val_loader = make_image_loaders(cfg, train_set, val_set, batch, trainer.world_size)
-    ckpt_last = run_dir / CHECKPOINT_DIR / "last.ckpt"
     log.info("training %s on %d images, validating on %d (%s layout, %d classes)", cfg.model.name,
              len(train_items), len(val_items), dataset.format, labels.num_classes)
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(ckpt_last) if resume else None, weights_only=True)
@@ -397,5 +413,5 @@ def finish_image_run(run_dir: Path, trainer: Any, module: Any, cfg: Config, mode
     return save_export(run_dir / "export", module.net, info)
 
 
-__all__ = ["train_images", "uses_image_dataset", "image_split", "class_weights", "ImageTrainSet", "ImageValSet",
+__all__ = ["train_images", "uses_image_dataset", "image_split", "training_images", "class_weights", "ImageTrainSet", "ImageValSet",
            "MONITOR"]

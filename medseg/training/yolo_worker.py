@@ -3,7 +3,7 @@
 Started by :func:`medseg.training.yolo.run_worker` with an offline environment; this is the only
 process that imports ultralytics. Commands:
 
-- ``train``: ``YOLO(model, task="segment").train(**args)`` (``amp=False`` and ``workers=0`` on CPU)
+- ``train``: ``YOLO(model, task=job["task"]).train(**args)`` (``segment`` or ``semantic``) (``amp=False`` and ``workers=0`` on CPU)
   or ``YOLO(last.pt).train(resume=True)``, stopped at the first epoch end past ``budget_s`` seconds; then the best weights (ultralytics' ``best.pt``, our own
   file: this is the one place a pickled ultralytics checkpoint is read) are written as a plain
   state_dict (``export_state``) with the model YAML (``export_info``);
@@ -32,7 +32,7 @@ def train(job: dict[str, Any]) -> None:
     from ultralytics import YOLO
 
     t_start = time.monotonic()
-    yolo = YOLO(job["resume"] or job["model"], task="segment")
+    yolo = YOLO(job["resume"] or job["model"], task=job.get("task", "segment"))
     if job.get("budget_s"):  # medseg's train.max_minutes caps the run (ultralytics' time= would stretch epochs)
 
         def stop_on_budget(trainer: Any) -> None:
@@ -55,6 +55,7 @@ def train(job: dict[str, Any]) -> None:
     net = (ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]).float()
     torch.save({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, job["export_state"])
     Path(job["export_info"]).write_text(json.dumps({"yaml": dict(net.yaml), "source": str(source),
+                                                    "ch": int(net.yaml.get("channels", 3)),
                                                     "ultralytics": ultralytics.__version__}, indent=2))
 
 
