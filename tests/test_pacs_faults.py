@@ -5,6 +5,7 @@ and an in-process stub that caps every answer). Loopback only, every wait bounde
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -36,12 +37,12 @@ HFS = DECUBITUS / "HFS"
 # while instances are being written (the fetch itself is unchanged).
 DRIVER = r"""
 import sys, time
-import medseg.pacs.retrieve as retrieve
-real = retrieve._part_uids
-def slow(part):
+import medseg.pacs.instances as instances
+real = instances.file_uids
+def slow(path):
     time.sleep(float(sys.argv[1]))
-    return real(part)
-retrieve._part_uids = slow
+    return real(path)
+instances.file_uids = slow
 from medseg.cli.main import app
 app(args=sys.argv[2:], prog_name="medseg")
 """
@@ -123,30 +124,38 @@ def test_kill_9_mid_fetch_then_resume(orthanc, model, tmp_path: Path) -> None:  
 # -- servers that truncate query answers silently -----------------------------------------------
 LIMIT = 2
 DAYS = ("20240301", "20240302", "20240303")
+#: series per day of :data:`DAYS`: the middle day holds more than Orthanc answers (LIMIT + 1)
+PER_DAY = (2, 5, 2)
+#: a day whose four series share one StudyTime second: no StudyTime half can cut it under the cap
+SAME_SECOND_DAY = "20240310"
 
 
-def _dated_series(folder: Path, n_per_day: int = 2) -> list[tuple[str, list[Path]]]:
-    """Small CT series, ``n_per_day`` on each of :data:`DAYS` (each its own study): (date, files)."""
+def _dated_series(folder: Path) -> list[tuple[str, list[Path]]]:
+    """Small CT series (each its own study): :data:`PER_DAY` on each of :data:`DAYS` at distinct
+    StudyTimes, and four at 10:15:00 on :data:`SAME_SECOND_DAY`: (date, files)."""
     from medseg.data.dicom_writer import write_dicom_series
     from medseg.data.phantom import make_phantom
 
     image, _ = make_phantom((16, 16, 2), (2.0, 2.0, 2.5), seed=1)
+    plan = [(day, f"{8 + k:02d}{(17 * k) % 60:02d}{(7 * k) % 60:02d}.{k}") for day, n in zip(DAYS, PER_DAY)
+            for k in range(n)] + [(SAME_SECOND_DAY, "101500")] * 4
     out = []
-    for d, day in enumerate(DAYS):
-        for k in range(n_per_day):
-            files = write_dicom_series(image, folder / f"{day}_{k}", seed=10 * d + k, series_number=k + 1)
-            for f in files:
-                ds = pydicom.dcmread(f)
-                ds.StudyDate = ds.SeriesDate = day
-                ds.save_as(f)
-            out.append((day, files))
+    for n, (day, study_time) in enumerate(plan):
+        files = write_dicom_series(image, folder / f"{day}_{n}", seed=n, series_number=n + 1)
+        for f in files:
+            ds = pydicom.dcmread(f)
+            ds.StudyDate = ds.SeriesDate = day
+            ds.StudyTime = study_time
+            ds.save_as(f)
+        out.append((day, files))
     return out
 
 
 @pytest.fixture(scope="module")
 def limited_orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A second private Orthanc (same helper as the session's) with ``LimitFindResults`` 2,
-    holding six one-study CT series over three days (two a day) and the nine-instance MR series."""
+    """A second private Orthanc (same helper as the session's) with ``LimitFindResults`` 2, holding
+    one-study CT series (:func:`_dated_series`) and the nine-instance MR series; yields the server
+    and ``{day: CT SeriesInstanceUIDs}``."""
     from medseg.pacs.orthanc import LocalOrthanc, find_orthanc
 
     if find_orthanc() is None:
@@ -158,7 +167,9 @@ def limited_orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     server.start()
     try:
         server.upload(*(f for _, files in series for f in files), *series_files(TS_SERIES))
-        uids = {str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID) for _, files in series}
+        uids: dict[str, set[str]] = {}
+        for day, files in series:
+            uids.setdefault(day, set()).add(str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID))
         yield server, uids
     finally:
         if server.process is not None:  # its storage is thrown away: no need for the 3.5 s clean stop
@@ -177,29 +188,47 @@ def limited_client(limited_orthanc, monkeypatch: pytest.MonkeyPatch) -> Iterator
         yield c
 
 
-def test_orthanc_limit_find_results_beaten_by_per_day_queries(limited_orthanc, limited_client) -> None:
-    """Orthanc with LimitFindResults 2 answers a plain series query with 3 of 7 series (no warning);
-    a StudyDate range queried day by day finds all six CT series, and --max-series still refuses."""
-    _, uids = limited_orthanc
-    raw = limited_client.get_json("series", params={"Modality": "CT"})
-    assert len(raw) < len(uids)  # the server really truncates, silently
+def test_orthanc_cap_beaten_by_per_day_queries_split_by_study_time(limited_orthanc, limited_client,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """Orthanc with LimitFindResults 2 answers any series query with at most 3 series (no warning) and
+    an empty page at offset 3: paging cannot reach past the cap. medseg measures the cap (3), queries
+    a StudyDate range day by day, cuts the day with 5 series by StudyTime until each part is under
+    the cap, and finds every series; --max-series still refuses."""
+    from medseg.pacs.query import result_cap
+
+    _, by_day = limited_orthanc
+    uids = set().union(*(by_day[d] for d in DAYS))
+    raw = limited_client.get_json("series", params={"Modality": "CT", "StudyDate": DAYS[1]})
+    assert len(raw) == LIMIT + 1 < PER_DAY[1]  # the server really truncates, silently
+    assert limited_client.get_json("series", params={"Modality": "CT", "StudyDate": DAYS[1], "offset": LIMIT + 1}) == []
+    assert result_cap(limited_client) == LIMIT + 1
+    caplog.set_level(logging.INFO, logger="medseg.pacs")
     refs = query_series(limited_client, where=["Modality=CT", f"StudyDate={DAYS[0]}-{DAYS[-1]}"])
-    assert {r.series_uid for r in refs} == uids
+    assert {r.series_uid for r in refs} == uids and len(refs) == sum(PER_DAY)
     assert [r.study_date for r in refs] == sorted(r.study_date for r in refs)
-    refs = query_series(limited_client, where=[f"StudyDate={DAYS[0]}-{DAYS[-1]}"], page_size=1)
-    assert {r.series_uid for r in refs} == uids
+    assert "day 2 of 3 reached the PACS's cap (3): split in two by StudyTime" in caplog.text
+    assert "day 1 of 3 reached" not in caplog.text  # a day under the cap is one query
+    assert DAYS[1] not in caplog.text
+    refs = query_series(limited_client, where=[f"StudyDate={DAYS[1]}"], page_size=1)
+    assert {r.series_uid for r in refs} == by_day[DAYS[1]]
     with pytest.raises(PacsError, match=f"matched {len(uids)} series, more than --max-series {len(uids) - 1}"):
         query_series(limited_client, where=["Modality=CT", f"StudyDate={DAYS[0]}-{DAYS[-1]}"],
                      max_series=len(uids) - 1)
 
 
-def test_orthanc_limit_find_results_on_one_day_is_not_recovered_by_paging(limited_orthanc, limited_client) -> None:
-    """What paging cannot do against Orthanc 1.10 + DICOMweb 1.7: the cap applies before ``offset``,
-    so a day (or an undated query) with more matches than the cap stays truncated. Recorded so
-    that a client-side fix (or a newer Orthanc) shows up here."""
-    _, uids = limited_orthanc
-    got = {r.series_uid for r in query_series(limited_client, where=["Modality=CT"])}
-    assert got < uids and len(got) == LIMIT + 1
+def test_orthanc_cap_that_cannot_be_split_fails_the_query(limited_orthanc, limited_client) -> None:
+    """A day whose series share one StudyTime second, an undated query and a query with the user's own
+    StudyTime filter cannot be cut under the cap: the query fails (naming the part, not the values)
+    instead of returning 3 of 4, 3 of 13 or 3 of 5 series."""
+    with pytest.raises(PacsError, match="the day, StudyTime 101500-101500.999999: the PACS answered 3 series, "
+                                        "its cap per query, and the part cannot be split further") as info:
+        query_series(limited_client, where=[f"StudyDate={SAME_SECOND_DAY}"])
+    assert SAME_SECOND_DAY not in str(info.value)
+    with pytest.raises(PacsError, match=r"the query \(no one-day date\): the PACS answered 3 series"):
+        query_series(limited_client, where=["Modality=CT"])
+    with pytest.raises(PacsError, match="for the day: the PACS answered 3 series") as info:
+        query_series(limited_client, where=[f"StudyDate={DAYS[1]}", "StudyTime=000000-235959"])
+    assert "000000-235959" not in str(info.value) and DAYS[1] not in str(info.value)
 
 
 def _series_item(n: int) -> dict[str, Any]:
@@ -237,7 +266,10 @@ def test_stub_that_caps_each_answer_is_paged_to_the_end(monkeypatch: pytest.Monk
     with capping_stub(items, cap=2) as stub, PacsClient(stub.url, auth="basic",
                                                         config=ClientConfig(read_timeout_s=10, max_retries=0)) as c:
         assert {r.series_uid for r in query_series(c, where=["Modality=CT"])} == wanted
-        offsets = [urllib.parse.parse_qs(urllib.parse.urlsplit(p).query)["offset"][0] for _, p, _ in stub.requests]
+        queries = [urllib.parse.parse_qs(urllib.parse.urlsplit(p).query) for _, p, _ in stub.requests]
+        # the cap probe (series, studies, instances of limit 10000) sees nothing past its answer: no cap
+        assert [q["limit"] for q in queries if "offset" not in q] == [["10000"]] * 3 and c.facts["result_cap"] is None
+        offsets = [q["offset"][0] for q in queries if "offset" in q]
         assert offsets == ["0", "2", "4", "6", "7"]  # pages of 2, 2, 2, 1, then the empty page
         refs = query_series(c, where=[f"StudyDate={DAYS[0]}-{DAYS[-1]}"])
         assert {r.series_uid for r in refs} == wanted

@@ -15,38 +15,32 @@ import ipaddress
 import logging
 import os
 import random
-import re
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping, Sequence
+import uuid
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from medseg.pacs.auth import AuthKind, Credentials, load_credentials
 from medseg.pacs.errors import PacsAuthError, PacsError, PacsHTTPError, PacsTimeoutError
 from medseg.pacs.redact import install_log_filters, redact
+from medseg.pacs.uids import check_uid
+
+if TYPE_CHECKING:
+    from medseg.pacs.query import SeriesRef
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 DICOM_JSON = "application/dicom+json"
 MULTIPART_DICOM_ANY = 'multipart/related; type="application/dicom"; transfer-syntax=*'
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_FAILED_SOP_SEQUENCE = "00081198"
 # Characters a query value keeps unencoded: RFC 3986 unreserved, the DICOM wildcards, and the
 # separators of PN components and multiple values.
 _QUERY_SAFE = "*?^,-._~"
-
-
-def check_uid(uid: str, what: str = "UID") -> str:
-    """``uid`` if it is a valid DICOM UID (digits and dots, at most 64 characters), else raise.
-
-    >>> check_uid("1.2.840.10008.1.2")
-    '1.2.840.10008.1.2'
-    """
-    if not isinstance(uid, str) or len(uid) > 64 or not _UID.match(uid):
-        raise PacsError(f"not a valid DICOM {what}: {str(uid)[:70]!r} (digits and dots, at most 64 characters)")
-    return uid
 
 
 def query_string(params: Mapping[str, Any] | Sequence[tuple[str, Any]]) -> str:
@@ -76,7 +70,8 @@ class ClientConfig:
     ``read_timeout_s`` is the idle timeout: the longest wait for the next bytes of an answer.
     A request is tried at most ``1 + max_retries`` times; the n-th wait is
     ``min(backoff_max_s, backoff_s * 2**n)`` times a jitter in [0.5, 1], or ``Retry-After``
-    (capped at ``backoff_max_s``).
+    (capped at ``backoff_max_s``). ``result_cap``: the most answers the PACS gives one query
+    (Orthanc's ``LimitFindResults`` + 1), when known; ``None``: measured (:func:`medseg.pacs.query.result_cap`).
     """
 
     connect_timeout_s: float = 5.0
@@ -84,6 +79,7 @@ class ClientConfig:
     max_retries: int = 4
     backoff_s: float = 0.5
     backoff_max_s: float = 30.0
+    result_cap: int | None = None
 
 
 class PacsClient:
@@ -126,6 +122,8 @@ class PacsClient:
         self._session = requests.Session()
         self._session.trust_env = False  # no proxies or .netrc from the environment
         self._session.headers["User-Agent"] = "medseg-pacs"
+        #: what queries learnt about the server (``result_cap``), kept for the life of the client
+        self.facts: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"PacsClient({self.base_url!r}, auth={self._credentials.kind.value})"
@@ -258,6 +256,61 @@ class PacsClient:
             yield response
         finally:
             response.close()
+
+    # -- the transport interface (shared with medseg.pacs.dimse.DimseClient) ----------------
+    def find(self, level: str, params: Mapping[str, Any], *, study_uid: str | None = None,
+             series_uid: str | None = None, page_size: int = 100, max_pages: int = 1000,
+             limit: int | None = None) -> list[dict[str, Any]]:
+        """A QIDO-RS query at ``level`` (``studies``, ``series`` or ``instances``), below
+        ``study_uid``/``series_uid`` when given: every answer (DICOM JSON), paged with
+        ``limit``/``offset`` until an empty page; with ``limit``, one request of that limit.
+
+        Raises:
+            PacsError: still answering after ``max_pages`` pages (narrow the query).
+        """
+        segments = [*(["studies", study_uid] if study_uid else []), *(["series", series_uid] if series_uid else []),
+                    level]
+        if limit is not None:
+            return self.get_json(*segments, params={**params, "limit": limit})
+        out: list[dict[str, Any]] = []
+        for _ in range(max_pages):
+            answer = self.get_json(*segments, params={**params, "limit": page_size, "offset": len(out)})
+            if not answer:
+                return out
+            out.extend(answer)
+        raise PacsError(f"GET /{'/'.join(segments)}: still answering after {max_pages} pages of {page_size}; "
+                        "narrow the query")
+
+    def receive(self, ref: "SeriesRef", folder: Path, sop_uid: str | None, expected: Collection[str],
+                deadline: float) -> int:
+        """WADO-RS of the series (``sop_uid`` None) or one instance into ``folder`` (see
+        :func:`medseg.pacs.wado.receive`); returns how many valid instances were kept."""
+        from medseg.pacs.wado import receive
+
+        return receive(self, ref, folder, sop_uid, expected, deadline)
+
+    def store(self, path: Path, study_uid: str) -> None:
+        """STOW-RS of one DICOM file to ``/studies/{study_uid}``.
+
+        Raises:
+            PacsError: the request failed, or the PACS reports the instance failed (FailedSOPSequence).
+        """
+        boundary = f"medseg-{uuid.uuid4().hex}"
+        body = b"".join([f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode(), path.read_bytes(),
+                         f"\r\n--{boundary}--\r\n".encode()])
+        response = self.request(
+            "POST", self.url("studies", study_uid), data=body, ok=(200, 202),
+            headers={"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+                     "Accept": DICOM_JSON})
+        try:
+            answer = response.json() if response.content.strip() else {}
+        except ValueError:
+            answer = {}
+        failed = answer.get(_FAILED_SOP_SEQUENCE, {}).get("Value") if isinstance(answer, dict) else None
+        if failed:
+            reason = failed[0].get("00081197", {}).get("Value", ["?"])[0] if isinstance(failed[0], dict) else "?"
+            raise PacsError(f"STOW of {path.name} to study {study_uid}: the PACS refused the instance "
+                            f"(FailureReason {reason})")
 
     def ping(self) -> dict[str, Any]:
         """Check that the service answers a one-result QIDO-RS study query; returns timing facts."""

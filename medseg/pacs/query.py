@@ -1,9 +1,17 @@
-"""QIDO-RS series queries that do not trust the server: per-day date ranges, paging until an
-empty page, client-side filters, and a cap on the number of series a run may take.
+"""Series queries (QIDO-RS or C-FIND) that do not trust the server: per-day date ranges, paging
+until an empty page, splitting past a server cap, client-side filters, and a cap on the number
+of series a run may take.
 
 Servers truncate silently (Orthanc's ``LimitFindResults`` answered 4 of 9 with no warning), so
 a query is paged with ``limit``/``offset`` until a page comes back empty, and each day of a date
-range is its own query. The answer is filtered again here, because a server may ignore a key.
+range is its own query. Orthanc 1.10 applies its cap before ``offset`` (measured: with
+``LimitFindResults`` 2 every query answers at most 3 series and a page at offset 3 is empty), so
+paging cannot reach past it: :func:`result_cap` measures the cap once per client, and a day whose
+answer reaches it is cut in StudyTime halves (``HHMMSS-HHMMSS.999999``, fractions of a second
+included) until every part is under the cap, the parts merged by SeriesInstanceUID. A part that
+cannot be cut (one second, no one-day date, a StudyTime filter of the user's) fails the query
+rather than return a truncated list. The answer is filtered again here, because a server may
+ignore a key.
 """
 
 from __future__ import annotations
@@ -15,8 +23,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from medseg.pacs.client import PacsClient, check_uid
 from medseg.pacs.errors import PacsError
+from medseg.pacs.uids import check_uid
 
 log = logging.getLogger(__name__)
 
@@ -179,36 +187,124 @@ def _ref(item: Mapping[str, Any]) -> SeriesRef:
         n_instances=number("NumberOfSeriesRelatedInstances"))
 
 
-def paged(client: PacsClient, segments: Sequence[str], params: Mapping[str, str], *,
-          page_size: int = 100, max_pages: int = 1000) -> list[dict[str, Any]]:
-    """Every answer of a QIDO query, paged with ``limit``/``offset`` until an empty page.
+def result_cap(client: Any, *, probe: int = 10000) -> int | None:
+    """The most answers ``client``'s PACS gives one query, or None when no cap was seen.
+
+    ``client.config.result_cap`` when set; else measured once per client (three requests):
+    the answer count ``n`` of one series query of limit ``probe``, against what the server
+    says it holds: the sum of the studies' NumberOfStudyRelatedSeries and the distinct series
+    of an instance query. More series than ``n`` means the series answer was cut at ``n``
+    (Orthanc 1.10 answers ``LimitFindResults + 1`` and ignores ``offset`` past that).
+    """
+    given = getattr(getattr(client, "config", None), "result_cap", None)
+    if given is not None:
+        return int(given)
+    if "result_cap" in client.facts:
+        return client.facts["result_cap"]
+    n = len(client.find("series", {"includefield": "SeriesInstanceUID"}, limit=probe))
+    seen = 0
+    if n < probe:
+        studies = client.find("studies", {"includefield": "NumberOfStudyRelatedSeries"}, limit=probe)
+        seen = sum(int(float((_values(s, "NumberOfStudyRelatedSeries") or ["0"])[0] or 0)) for s in studies)
+        if seen <= n:
+            try:
+                items = client.find("instances", {"includefield": "SeriesInstanceUID"}, limit=probe)
+                seen = max(seen, len({(_values(i, "SeriesInstanceUID") or [""])[0] for i in items}))
+            except PacsError as exc:  # a server may not offer instance queries at the root
+                log.debug("result cap probe: no instance query (%s)", exc)
+    cap = n if seen > n else None
+    if cap is not None:
+        log.warning("the PACS answers at most %d results per query and ignores offset past them; queries that "
+                    "reach it are split by StudyTime", cap)
+    client.facts["result_cap"] = cap
+    return cap
+
+
+_DAY_S = 86400
+
+
+def _time_range(value: str | None) -> tuple[int, int]:
+    """Seconds of the day covered by a StudyTime range medseg set (``HHMMSS-HHMMSS.999999``)."""
+    if not value:
+        return 0, _DAY_S - 1
+    low, _, high = value.partition("-")
+    def seconds(t: str) -> int:
+        return int(t[:2]) * 3600 + int(t[2:4]) * 60 + int(t[4:6])
+    return seconds(low), seconds(high)
+
+
+def _hhmmss(s: int) -> str:
+    return f"{s // 3600:02d}{s // 60 % 60:02d}{s % 60:02d}"
+
+
+def _halves(params: Mapping[str, str], date_key: str | None) -> list[dict[str, str]] | None:
+    """``params`` cut in two StudyTime halves (fractions of a second included), or None when it
+    cannot be cut: not one day, a StudyTime filter of the user's, or one second already."""
+    if date_key is None or not re.fullmatch(r"[0-9]{8}", params.get(date_key, "")):
+        return None
+    low, high = _time_range(params.get("StudyTime"))
+    if high <= low:
+        return None
+    mid = (low + high) // 2
+    return [{**params, "StudyTime": f"{_hhmmss(a)}-{_hhmmss(b)}.999999"} for a, b in ((low, mid), (mid + 1, high))]
+
+
+def _part_text(label: str, params: Mapping[str, str], own_time: bool) -> str:
+    """A part of a query named for messages: ``label`` (``day 2 of 31``) and the StudyTime range
+    medseg set, never a value the user gave (it may identify a patient)."""
+    return f"{label}, StudyTime {params['StudyTime']}" if own_time and "StudyTime" in params else label
+
+
+def _find_series(client: Any, params: Mapping[str, str], *, label: str, cap: int | None, date_key: str | None,
+                 time_split: bool, page_size: int, max_pages: int) -> list[dict[str, Any]]:
+    """Every series answer of one query part; a part whose answer reaches ``cap`` is cut in
+    StudyTime halves (recursively) and the answers merged by SeriesInstanceUID.
 
     Raises:
-        PacsError: still answering after ``max_pages`` pages (narrow the query).
+        PacsError: a part at the cap that cannot be cut (one second, no one-day date, a StudyTime
+            filter), or series of the cut answer that no half finds (no StudyTime?).
     """
-    out: list[dict[str, Any]] = []
-    for page in range(max_pages):
-        answer = client.get_json(*segments, params={**params, "limit": page_size, "offset": len(out)})
-        if not answer:
-            return out
-        out.extend(answer)
-    raise PacsError(f"GET /{'/'.join(segments)}: still answering after {max_pages} pages of {page_size}; "
-                    "narrow the query")
+    items = client.find("series", params, page_size=page_size, max_pages=max_pages)
+    if cap is None or len(items) != cap:
+        return items
+    parts = _halves(params, date_key) if time_split else None
+    if parts is None:
+        where = _part_text(label, params, time_split)
+        raise PacsError(f"series query for {where}: the PACS answered {len(items)} series, its cap"
+                        " per query, and the part cannot be split further (a closed StudyDate range is split "
+                        "per day, then by StudyTime); narrow the query or raise the server's limit "
+                        "(Orthanc: LimitFindResults)")
+    log.info("series query for %s reached the PACS's cap (%d): split in two by StudyTime",
+             _part_text(label, params, time_split), cap)
+    merged: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        for item in _find_series(client, part, label=label, cap=cap, date_key=date_key, time_split=True,
+                                 page_size=page_size,
+                                 max_pages=max_pages):
+            merged.setdefault((_values(item, "SeriesInstanceUID") or [""])[0], item)
+    lost = {(_values(i, "SeriesInstanceUID") or [""])[0] for i in items} - set(merged)
+    if lost:
+        raise PacsError(f"series query for {_part_text(label, params, time_split)}: {len(lost)} series of the "
+                        "PACS's capped answer are in no StudyTime half (a study without StudyTime?); the query cannot be split; "
+                        "narrow it or raise the server's limit (Orthanc: LimitFindResults)")
+    return list(merged.values())
 
 
-def query_series(client: PacsClient, *, where: Mapping[str, str] | Iterable[str] | None = None,
+def query_series(client: Any, *, where: Mapping[str, str] | Iterable[str] | None = None,
                  series: Sequence[str] = (), max_series: int | None = None, page_size: int = 100,
                  max_pages: int = 1000) -> list[SeriesRef]:
     """The series matching ``where`` (``KEY=VALUE`` strings or a mapping), or the listed
     SeriesInstanceUIDs (each also matching ``where``).
 
     A closed ``StudyDate`` range is queried day by day; each query is paged until an empty
-    page; answers are filtered again here and deduplicated. Without ``series`` the result is
+    page; a part whose answer reaches the server's cap (:func:`result_cap`) is cut by StudyTime;
+    answers are filtered again here and deduplicated. Without ``series`` the result is
     sorted by study date, study, series number and series UID; with ``series`` it keeps their order.
 
     Raises:
-        PacsError: a bad ``where``, a series UID not found, or more than ``max_series`` matches
-            (nothing is returned then: narrow the query or raise the limit).
+        PacsError: a bad ``where``, a series UID not found, a part at the server's cap that
+            cannot be split, or more than ``max_series`` matches (nothing is returned then:
+            narrow the query or raise the limit).
     """
     filters = parse_where(where)
     include = sorted(set(_FIELDS) | set(filters) - {"NumberOfSeriesRelatedInstances"})
@@ -222,19 +318,24 @@ def query_series(client: PacsClient, *, where: Mapping[str, str] | Iterable[str]
         days = split_days(date_keys[0], base[date_keys[0]]) if date_keys else [None]
         for day in days:
             queries.append({**base, date_keys[0]: day} if day else dict(base))
-    log.info("QIDO series query: %d request(s), filters on %s", len(queries), ", ".join(filters) or "nothing")
+    log.info("series query: %d request(s), filters on %s", len(queries), ", ".join(filters) or "nothing")
+    cap = None if series else result_cap(client)
+    date_key = next((k for k in base if _vr(k) == "DA"), None)
     found: dict[str, SeriesRef] = {}
     dropped = 0
-    for params in queries:
+    for n, params in enumerate(queries):
         params = {**params, "includefield": ",".join([*include, "NumberOfSeriesRelatedInstances"])}
-        for item in paged(client, ["series"], params, page_size=page_size, max_pages=max_pages):
+        label = (f"day {n + 1} of {len(queries)}" if len(queries) > 1 else "the day") if date_key and \
+            re.fullmatch(r"[0-9]{8}", params.get(date_key, "")) else "the query (no one-day date)"
+        for item in _find_series(client, params, label=label, cap=cap, date_key=date_key,
+                                 time_split="StudyTime" not in base, page_size=page_size, max_pages=max_pages):
             if not matches(item, filters):
                 dropped += 1
                 continue
             ref = _ref(item)
             found.setdefault(ref.series_uid, ref)
     if dropped:
-        log.warning("QIDO: the server returned %d series that do not match the filters; dropped", dropped)
+        log.warning("series query: the server returned %d series that do not match the filters; dropped", dropped)
     if series:
         missing = [u for u in series if u.strip() not in found]
         if missing:
@@ -249,12 +350,20 @@ def query_series(client: PacsClient, *, where: Mapping[str, str] | Iterable[str]
     return refs
 
 
-def list_instances(client: PacsClient, ref: SeriesRef, *, page_size: int = 1000) -> list[str]:
-    """The SOP Instance UIDs the PACS lists for a series (QIDO-RS, paged), validated."""
-    items = paged(client, ["studies", ref.study_uid, "series", ref.series_uid, "instances"],
-                  {"includefield": "SOPInstanceUID"}, page_size=page_size)
-    uids = [check_uid((_values(i, "SOPInstanceUID") or [""])[0], "SOPInstanceUID") for i in items]
-    return list(dict.fromkeys(uids))
+def list_instances(client: Any, ref: SeriesRef, *, page_size: int = 1000) -> list[str]:
+    """The SOP Instance UIDs the PACS lists for a series (QIDO-RS paged, or C-FIND), validated.
+
+    Raises:
+        PacsError: fewer than the series' NumberOfSeriesRelatedInstances (a capped instance query:
+            a series is never called complete against a cut list).
+    """
+    items = client.find("instances", {"includefield": "SOPInstanceUID"}, study_uid=ref.study_uid,
+                        series_uid=ref.series_uid, page_size=page_size)
+    uids = list(dict.fromkeys(check_uid((_values(i, "SOPInstanceUID") or [""])[0], "SOPInstanceUID") for i in items))
+    if ref.n_instances and len(uids) < ref.n_instances:
+        raise PacsError(f"series {ref.series_uid}: the PACS lists {len(uids)} instances but counts "
+                        f"{ref.n_instances} (a cap on instance queries? Orthanc: LimitFindInstances)")
+    return uids
 
 
-__all__ = ["SeriesRef", "query_series", "list_instances", "parse_where", "split_days", "matches", "paged"]
+__all__ = ["SeriesRef", "query_series", "list_instances", "parse_where", "split_days", "matches", "result_cap"]
