@@ -17,12 +17,18 @@ def load_nifti(path: Path) -> Volume:
     Scaling (``scl_slope``/``scl_inter``) is applied; integer files without scaling
     keep their dtype. The affine is nibabel's best affine (sform, else qform). A file
     with intent NIFTI_INTENT_LABEL (as :func:`save_nifti` writes labels) loads as a label map.
+
+    The array keeps the file's memory layout (NIfTI stores ``[i, j, k]`` with ``i`` fastest:
+    Fortran order) and is read into memory once, without a memory map or a C-order copy:
+    loading costs the array's size, not twice it.
     """
     import nibabel as nib
 
     try:
-        img = nib.load(str(path))
-        array = np.asanyarray(img.dataobj)
+        img = nib.load(str(path), mmap=False)
+        array = np.asarray(img.dataobj)
+        if array.size == 0:  # nibabel reads no bytes as a 1D empty array: keep the header's shape
+            array = array.reshape(img.shape)
     except Exception as exc:  # nibabel raises many types for corrupt files
         reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:300]
         raise InputError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {reason})") from exc
@@ -43,7 +49,7 @@ def load_nifti(path: Path) -> Volume:
         "sform_code": int(img.header["sform_code"]) if "sform_code" in img.header else None,
     }
     is_label = int(img.header.get("intent_code", 0)) == 1002 and array.dtype.kind in "iu"  # NIFTI_INTENT_LABEL
-    return Volume(np.ascontiguousarray(array), affine, meta, is_label=is_label)
+    return Volume(array, affine, meta, is_label=is_label)
 
 
 def _check_raw_pixdim(path: Path, img: object, ndim: int) -> None:
