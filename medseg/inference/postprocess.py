@@ -81,6 +81,18 @@ def parse_rules(spec: Mapping[str, Any] | None, *, where: str = "postprocessing"
     return rules
 
 
+def _components(cc3d: Any, mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
+    """Connected components of ``mask`` (full connectivity) and their count. cc3d 4.1 raises
+    ``maximum length exception`` on some masks of a few voxels (``[[[1, 0, 1]]]``: it sizes its
+    union-find table too small); scipy labels those."""
+    try:
+        return cc3d.connected_components(mask, connectivity=connectivity, return_N=True)
+    except RuntimeError:
+        from scipy import ndimage
+
+        return ndimage.label(mask, structure=np.ones((3,) * mask.ndim, dtype=bool))
+
+
 def postprocess_labels(
     labels: np.ndarray,
     rules: Mapping[int, LabelRule] | Mapping[str, Any] | None,
@@ -114,7 +126,7 @@ def postprocess_labels(
         view = labels[box]
         mask = view == value
         if rule.keep_largest or rule.min_size_mm3 > 0:
-            cc, n = cc3d.connected_components(mask, connectivity=connectivity, return_N=True)
+            cc, n = _components(cc3d, mask, connectivity)
             if n > 0:
                 sizes = np.bincount(cc.ravel(), minlength=n + 1)
                 sizes[0] = 0
