@@ -81,8 +81,8 @@ def test_push_crash_resume_missing_and_incomplete_series(orthanc, client, model,
                                                          caplog, capfd, monkeypatch) -> None:
     """One segmenting run, then two resumed runs that segment nothing:
 
-    A (Python, --series, --push): HFS segmented and pushed; HFDL segmented, then the process
-      dies before its push; HFP never arrives whole (server returned 35/36): failed, not segmented.
+    A (Python, --series, --push): HFS segmented and pushed; HFP never arrives whole (server returned
+      35/36): failed, not segmented; HFDL segmented, then the process dies before its push.
     B (CLI, --where, --push --resume): nothing segmented or fetched again but HFP; HFDL's same SEG
       file pushed once; HFS not pushed again.
     C (Python, --series with a UID the PACS lacks, --push --resume): nothing fetched or pushed; the
@@ -111,7 +111,7 @@ def test_push_crash_resume_missing_and_incomplete_series(orthanc, client, model,
     monkeypatch.setattr(push_module, "push_seg", push_or_die)
     out = tmp_path / "out"
     with pytest.raises(Crash):
-        run_pacs_batch(model, client, out, series=[hfs, hfdl, hfp], push=True)
+        run_pacs_batch(model, client, out, series=[hfs, hfp, hfdl], push=True)  # records stream in this order
     records = latest_records(read_manifest(out / "manifest.jsonl"))
     assert (records[hfs]["status"], records[hfdl]["status"], records[hfp]["status"]) == ("ok", "ok", "failed")
     assert "server returned 35/36 instances" in records[hfp]["error"]["message"]
@@ -174,3 +174,76 @@ def test_cli_refuses_pacs_options_without_pacs(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["batch", "--model", str(tmp_path), "--input", str(tmp_path),
                                       "--output", str(tmp_path / "o"), "--push"])
     assert result.exit_code == 2 and "--push need(s) --pacs" in result.output
+
+
+# -- fetching overlaps segmenting ----------------------------------------------------------------
+FETCH_S, SEGMENT_S = 0.6, 0.8
+OVERLAP_UIDS = [f"1.2.826.0.1.3680043.8.498.77.{n}" for n in range(1, 5)]
+
+
+def slow_segment(study, config) -> dict:
+    """A per-study function for the worker process: sleeps, notes when it ran, fails series 3."""
+    import time as _time
+
+    start = _time.time()
+    _time.sleep(SEGMENT_S)
+    with open(Path(config.output_dir) / "segment_times.jsonl", "a") as f:
+        f.write(json.dumps({"uid": study.study_id, "start": start, "end": _time.time()}) + "\n")
+    failed = study.study_id == OVERLAP_UIDS[2]
+    return {"study_id": study.study_id, "input": study.path, "kind": "dicom", "series_uid": study.series_uid,
+            "status": "failed" if failed else "ok", "outputs": {}, "metrics": None, "result_key": config.result_key,
+            "error": {"type": "InputError", "message": "fake segmentation failure"} if failed else None,
+            "timings_s": {"total": SEGMENT_S}}
+
+
+def test_fetch_of_the_next_series_overlaps_segmenting_and_failures_stay_isolated(model, tmp_path: Path,
+                                                                                  monkeypatch) -> None:
+    """Four series, one worker, prefetch 1; a slow fake fetch (series 2 fails) and a slow fake segment
+    (series 3 fails): series 2's fetch starts before series 1's segmentation ends, no fetch runs more
+    than workers + prefetch series ahead, and both failures are recorded while the others go on."""
+    import time as _time
+
+    import medseg.batch.pacs_source as pacs_source
+    from medseg.data.dicom_writer import write_dicom_series
+    from medseg.data.phantom import make_phantom
+    from medseg.pacs.errors import PacsError
+    from medseg.pacs.query import SeriesRef
+
+    image, _ = make_phantom((8, 8, 2), (2.0, 2.0, 2.5), seed=3)
+    source = write_dicom_series(image, tmp_path / "source", seed=3)
+    fetch_start: dict[str, float] = {}
+
+    def slow_fetch(client, ref, cache):  # noqa: ARG001 - the parent's network thread calls it
+        fetch_start[ref.series_uid] = _time.time()
+        _time.sleep(FETCH_S)
+        if ref.series_uid == OVERLAP_UIDS[1]:
+            raise PacsError(f"series {ref.series_uid}: fake fetch failure")
+        folder = cache / ref.series_uid
+        folder.mkdir(parents=True)
+        for f in source:
+            (folder / Path(f).name).write_bytes(Path(f).read_bytes())
+        return folder
+
+    refs = [SeriesRef(study_uid="1.2.826.0.1.3680043.8.498.76", series_uid=u, modality="CT") for u in OVERLAP_UIDS]
+    monkeypatch.setattr(pacs_source, "select_series", lambda client, **kw: (refs, []))
+    monkeypatch.setattr(pacs_source, "_fetch", slow_fetch)
+    client = type("FakeClient", (), {"base_url": "http://127.0.0.1:1/dicom-web"})()
+    out = tmp_path / "out"
+    result = run_pacs_batch(model, client, out, series=OVERLAP_UIDS, func=slow_segment, workers=1, prefetch=1,
+                            report=False)
+
+    segment = {r["uid"]: r for r in map(json.loads, (out / "segment_times.jsonl").read_text().splitlines())}
+    assert sorted(segment) == [OVERLAP_UIDS[0], OVERLAP_UIDS[2], OVERLAP_UIDS[3]]  # series 2 never segmented
+    first, _, third, fourth = OVERLAP_UIDS
+    assert fetch_start[OVERLAP_UIDS[1]] < segment[first]["end"]  # fetched while series 1 was segmented
+    assert fetch_start[fourth] < segment[third]["end"]
+    assert fetch_start[third] >= segment[first]["end"]  # bounded: at most 1 + 1 series ahead of the records
+    records = latest_records(read_manifest(out / "manifest.jsonl"))
+    assert [records[u]["status"] for u in OVERLAP_UIDS] == ["ok", "failed", "failed", "ok"]
+    assert "fake fetch failure" in records[OVERLAP_UIDS[1]]["error"]["message"]
+    assert records[third]["error"]["message"] == "fake segmentation failure"
+    assert records[first]["timings_s"]["fetch"] >= FETCH_S and "fetch_wait" in records[first]["timings_s"]
+    assert [r["study_id"] for r in result.records] == OVERLAP_UIDS and result.exit_code == 1
+    info = json.loads((out / "run.json").read_text())
+    assert (info["ok"], info["failed"], info["pacs"]["fetched"], info["pacs"]["fetch_failed"]) == (2, 2, 3, 1)
+    assert not (out / CACHE_NAME / first).exists() and (out / CACHE_NAME / third).is_dir()  # ok ones swept

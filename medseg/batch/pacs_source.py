@@ -1,10 +1,16 @@
-"""``medseg batch --pacs``: query a PACS, fetch each series complete, segment with :func:`run_batch`, push SEG.
+"""``medseg batch --pacs``: query a PACS, fetch each series complete, segment it, push the SEG.
 
-:func:`run_pacs_batch` wraps :func:`~medseg.batch.runner.run_batch`; only the source of the
-studies and the optional push are new (manifest, failure isolation, resume, report and
-backends are run_batch's). Layout, all inside the output folder::
+:func:`run_pacs_batch` runs the backends of :func:`~medseg.batch.runner.run_batch` (local
+processes or Dask, one model per worker, the same records, failure isolation, resume and
+report); only the source of the studies and the optional push are new. Fetching and
+segmenting overlap: a network thread fetches the series in order, at most ``workers +
+prefetch`` ahead of the records that came back, while each worker's per-study function
+(:func:`segment_fetched`) waits for its series' state file and then segments it; so a batch
+takes about max(fetch, segment) per series rather than their sum. A series that fails to fetch
+becomes its failed record through the same path. Layout, all inside the output folder::
 
-    OUTPUT/pacs_cache/<SeriesInstanceUID>/   the fetched instances ({SOPInstanceUID}.dcm): run_batch's input
+    OUTPUT/pacs_cache/<SeriesInstanceUID>/   the fetched instances ({SOPInstanceUID}.dcm)
+    OUTPUT/pacs_cache/.state/<UID>.json      fetched ok, or the failed record (written by the network thread)
     OUTPUT/pacs_cache/.incomplete/<UID>/     a series the PACS did not return whole (kept for the next try)
     OUTPUT/manifest.jsonl                    one record per series; study_id is the SeriesInstanceUID
     OUTPUT/pushed.jsonl                      one line per push attempt (see :data:`PUSHED_NAME`)
@@ -17,18 +23,24 @@ credentials or URLs with query strings.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
+import functools
 import json
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medseg.batch.runner import BatchResult, RecordCallback, _check_model, run_batch
+from medseg.batch.discover import Study, discover_studies
+from medseg.batch.local import StudyFunc
+from medseg.batch.runner import BatchResult, RecordCallback, _check_model, run_batch, worker_config
+from medseg.batch.worker import WorkerConfig, process_study
 from medseg.errors import ConfigError, MedsegError
 from medseg.io.atomic import write_text_atomic
 from medseg.io.manifest import MANIFEST_NAME, append_record, latest_records, plan_resume, read_manifest
@@ -37,6 +49,8 @@ log = logging.getLogger(__name__)
 
 CACHE_NAME = "pacs_cache"
 _INCOMPLETE = ".incomplete"
+_STATE = ".state"  # one JSON file per series of the run: fetched ok, or its failed record
+DEFAULT_PREFETCH = 1
 #: Push records, one JSON line each (appended with one ``write`` + ``fsync``): ``study_id`` and
 #: ``series_uid`` (the source series), ``study_uid``, ``seg_series_uid``, ``seg_path``,
 #: ``seg_sha256``, ``time`` (UTC ISO 8601), ``status`` (``ok`` | ``failed``), ``error`` (reason or null).
@@ -135,7 +149,7 @@ def _tidy_cache(cache: Path, keep: set[str]) -> None:
     if not cache.is_dir():
         return
     for path in cache.iterdir():
-        if path.name == _INCOMPLETE:
+        if path.name in (_INCOMPLETE, _STATE):
             continue
         if path.is_dir() and not path.is_symlink() and path.name in keep:
             continue
@@ -206,21 +220,21 @@ class _Pusher:
         return entry
 
 
-def _write_info(out: Path, pacs: dict[str, Any], result: PacsBatchResult, model: str | os.PathLike[str]) -> None:
-    """Add the ``pacs`` facts to ``run.json`` (run_batch's, or a fresh one when nothing was segmented)."""
-    path = out / "run.json"
-    info: dict[str, Any] = {}
-    if result.fetched:
-        try:
-            info = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            info = {}
-    if not info:
-        info = {"model": str(Path(model).resolve()), "input": None, "output": str(out.resolve()),
-                "started": pacs["started"], "finished": pacs["finished"], "studies": result.total,
-                "skipped": result.skipped, "ok": result.count("ok"), "failed": result.count("failed")}
-    info["pacs"] = pacs
-    write_text_atomic(path, json.dumps(info, indent=2))
+def _write_info(out: Path, pacs: dict[str, Any], result: PacsBatchResult, model: str | os.PathLike[str],
+                model_info: Mapping[str, Any], options: Mapping[str, Any]) -> None:
+    """``run.json``: the run's options and summary (the fields of run_batch's) plus the ``pacs`` facts."""
+    info: dict[str, Any] = {
+        "model": str(Path(model).resolve()), "model_sha256": model_info.get("sha256"),
+        "result_key": _result_key(model, out, options),
+        "labels": {k: v for k, v in model_info.get("labels", {}).items() if str(k) != "0"},
+        "input": None, "output": str(out.resolve()), "backend": options.get("backend", "local"),
+        "workers": options.get("workers", 1), "formats": list(options.get("formats", ("nifti", "dicomseg"))),
+        "started": pacs["started"], "finished": pacs["finished"], "elapsed_s": round(result.elapsed_s, 3),
+        "studies": result.total, "skipped": result.skipped, "ok": result.count("ok"),
+        "failed": result.count("failed"), "lost": result.count("lost"),
+        "studies_per_minute": round(result.studies_per_minute, 3), "pacs": pacs,
+    }
+    write_text_atomic(out / "run.json", json.dumps(info, indent=2))
 
 
 def _sweep_done(cache: Path, finished: set[str]) -> bool:
@@ -230,6 +244,7 @@ def _sweep_done(cache: Path, finished: set[str]) -> bool:
     for uid in finished:
         if (cache / uid).is_dir():
             shutil.rmtree(cache / uid)
+    shutil.rmtree(cache / _STATE, ignore_errors=True)
     incomplete = cache / _INCOMPLETE
     if incomplete.is_dir() and not any(incomplete.iterdir()):
         incomplete.rmdir()
@@ -250,6 +265,7 @@ def run_pacs_batch(
     push: bool = False,
     resume: bool = False,
     keep_cache: bool = False,
+    prefetch: int = DEFAULT_PREFETCH,
     report: bool = True,
     on_start: Callable[[int, int], None] | None = None,
     on_record: RecordCallback | None = None,
@@ -270,6 +286,8 @@ def run_pacs_batch(
             ``pushed.jsonl`` has no ``ok`` line for that same SEG file); run the rest.
         keep_cache: keep the fetched series; otherwise the folders of finished series are
             deleted and ``pacs_cache`` with them once empty (a fully successful run removes it).
+        prefetch: series fetched ahead of the workers (a network thread fetches while the
+            workers segment; at most ``workers + prefetch`` fetched series wait on disk).
         report: write ``report.html``.
         on_start, on_record: as for :func:`run_batch` (series that fail to fetch are reported too).
         **batch_options: any other keyword of :func:`run_batch` (``workers``, ``backend``,
@@ -281,7 +299,7 @@ def run_pacs_batch(
         PacsError: a bad query, more than ``max_series`` matches, or refused credentials.
     """
     out = Path(output_dir)
-    _check_options(model, out, push=push, resume=resume, batch_options=batch_options)
+    model_info = _check_options(model, out, push=push, resume=resume, prefetch=prefetch, batch_options=batch_options)
     started = _now()
     refs, missing = select_series(client, where=where, series=series, max_series=max_series)
     cache = _cache_dir(out)
@@ -297,23 +315,24 @@ def run_pacs_batch(
 
     todo = [r for r in refs if r.series_uid not in done]
     _tidy_cache(cache, {r.series_uid for r in todo} | done)
-    fetched, failures, fetch_s = _fetch_all(client, todo, cache)
-    failures = [_failed(uid, cache, exc, 0.0) for uid, exc in missing] + failures
-    result = PacsBatchResult(output_dir=out, total=len(uids), skipped=len(done), series=len(uids), fetched=fetched)
-    _segment(model, cache, out, result, kept=kept, failures=failures, resume=resume, pusher=pusher,
-             on_start=on_start, on_record=on_record, batch_options=batch_options)
+    failures = [_failed(uid, cache, exc, 0.0) for uid, exc in missing]
+    result = PacsBatchResult(output_dir=out, total=len(uids), skipped=len(done), series=len(uids))
+    fetcher = _segment(model, client, todo, cache, out, result, failures=failures, pusher=pusher, prefetch=prefetch,
+                       on_start=on_start, on_record=on_record, batch_options=dict(batch_options))
     result.pushes = pusher.records
 
     if not keep_cache:
         result.cache_removed = _sweep_done(cache, _finished(result, done, pusher))
     _write_info(out, {
         "pacs": client.base_url, "query_keys": sorted(_keys(where)), "series_listed": len(series),
-        "series": len(uids), "not_found": len(missing), "fetched": len(fetched), "fetch_s": round(fetch_s, 3),
-        "fetch_failed": len(failures) - len(missing), "push": push,
+        "series": len(uids), "not_found": len(missing), "fetched": len(fetcher.fetched),
+        "fetch_s": round(fetcher.fetch_s, 3), "fetch_failed": fetcher.failed, "prefetch": prefetch, "push": push,
         "pushed": sum(p["status"] == "ok" for p in pusher.records),
         "push_failed": sum(p["status"] != "ok" for p in pusher.records),
         "cache_kept": keep_cache, "cache_removed": result.cache_removed, "started": started, "finished": _now(),
-    }, result, model)
+    }, result, model, model_info, batch_options)
+    if fetcher.auth_error is not None:  # every series after it is recorded failed; the run itself fails too
+        raise fetcher.auth_error
     if report:
         from medseg.report.html import write_report
 
@@ -324,18 +343,32 @@ def run_pacs_batch(
     return result
 
 
-def _check_options(model: str | os.PathLike[str], out: Path, *, push: bool, resume: bool,
-                   batch_options: Mapping[str, Any]) -> None:
-    """Refuse bad options before any request to the PACS."""
+def _check_options(model: str | os.PathLike[str], out: Path, *, push: bool, resume: bool, prefetch: int,
+                   batch_options: Mapping[str, Any]) -> dict[str, Any]:
+    """Refuse bad options before any request to the PACS; returns the model's ``model.json``."""
+    import inspect
+
+    from medseg.batch.runner import BACKENDS
+
+    unknown = set(batch_options) - set(inspect.signature(run_batch).parameters)
+    if unknown:
+        raise ConfigError(f"unknown batch option(s): {', '.join(sorted(unknown))}")
+    if batch_options.get("backend", "local") not in BACKENDS:
+        raise ConfigError(f"backend {batch_options['backend']!r} unknown; choose from {', '.join(BACKENDS)}")
+    if not isinstance(prefetch, int) or prefetch < 0:
+        raise ConfigError(f"prefetch must be 0 or more series, got {prefetch}")
+    if batch_options.get("workers", 1) < 1:
+        raise ConfigError(f"workers must be at least 1, got {batch_options['workers']}")
     if any(batch_options.get(k) is not None for k in ("input_dir", "reference_dir", "prompt_masks")):
         raise ConfigError("a PACS batch takes its studies from the PACS: input_dir, reference_dir and prompt_masks "
                           "(matched by file path) need a folder batch")
     if push and "dicomseg" not in batch_options.get("formats", ("nifti", "dicomseg")):
         raise ConfigError("--push sends the DICOM-SEG: keep dicomseg in --formats")
     prompt_model = batch_options.get("prompt_model")
-    _check_model(Path(model), Path(prompt_model) if prompt_model else None, None)
+    info = _check_model(Path(model), Path(prompt_model) if prompt_model else None, None)
     if not resume and read_manifest(out / MANIFEST_NAME):
         raise ConfigError(f"{out} already holds a batch manifest; pass --resume to continue it or choose a new folder")
+    return info
 
 
 def _result_key(model: str | os.PathLike[str], out: Path, batch_options: Mapping[str, Any]) -> str:
@@ -349,67 +382,130 @@ def _result_key(model: str | os.PathLike[str], out: Path, batch_options: Mapping
     return worker_config(model, out, **{k: v for k, v in batch_options.items() if k in accepted}).result_key
 
 
-def _fetch_all(client: Any, todo: Sequence[Any], cache: Path) -> tuple[list[str], list[dict[str, Any]], float]:
-    """Fetch each series; returns (UIDs fetched complete, records of those that failed, seconds)."""
-    from medseg.pacs.errors import PacsAuthError
+class _Prefetcher(threading.Thread):
+    """The network thread: fetches the series in order, at most ``depth`` ahead of the records that
+    came back, and leaves one state file per series (``pacs_cache/.state/<uid>.json``) for the
+    worker that waits on it (:func:`segment_fetched`)."""
 
-    fetched, failures, total = [], [], 0.0
-    for ref in todo:
-        t = time.perf_counter()
-        try:
-            _fetch(client, ref, cache)
-            fetched.append(ref.series_uid)
-        except PacsAuthError:
-            raise
-        except Exception as exc:  # a series that cannot be fetched is recorded, the batch goes on
-            failures.append(_failed(ref.series_uid, cache, exc, time.perf_counter() - t))
-            log.warning("series %s: not segmented: %s", ref.series_uid, failures[-1]["error"]["message"])
-        total += time.perf_counter() - t
-    return fetched, failures, total
+    def __init__(self, client: Any, refs: Sequence[Any], cache: Path, depth: int) -> None:
+        super().__init__(name="medseg-pacs-prefetch", daemon=True)
+        self.client, self.refs, self.cache = client, list(refs), cache
+        self.slots = threading.Semaphore(max(1, depth))
+        self.halt = threading.Event()
+        self.fetched: list[str] = []
+        self.failed = 0
+        self.fetch_s = 0.0
+        self.auth_error: BaseException | None = None
+
+    def run(self) -> None:
+        from medseg.pacs.errors import PacsAuthError
+
+        for ref in self.refs:
+            while not self.slots.acquire(timeout=0.1):
+                if self.halt.is_set():
+                    return
+            if self.halt.is_set():
+                return
+            t = time.perf_counter()
+            state: dict[str, Any] = {"status": "ok"}
+            try:
+                if self.auth_error is not None:
+                    raise self.auth_error
+                _fetch(self.client, ref, self.cache)
+                self.fetched.append(ref.series_uid)
+            except BaseException as exc:  # noqa: BLE001 - a series that cannot be fetched is recorded, the batch goes on
+                if isinstance(exc, PacsAuthError) and self.auth_error is None:
+                    self.auth_error = exc  # every later series is recorded failed without a request
+                state = {"status": "failed", "record": _failed(ref.series_uid, self.cache, exc,
+                                                               time.perf_counter() - t)}
+                self.failed += 1
+                log.warning("series %s: not segmented: %s", ref.series_uid, state["record"]["error"]["message"])
+            finally:
+                seconds = time.perf_counter() - t
+                self.fetch_s += seconds
+                write_text_atomic(_state_path(self.cache, ref.series_uid),
+                                  json.dumps({**state, "fetch_s": round(seconds, 4)}))
 
 
-def _segment(model: str | os.PathLike[str], cache: Path, out: Path, result: PacsBatchResult, *,
-             kept: list[dict[str, Any]], failures: list[dict[str, Any]], resume: bool, pusher: _Pusher,
+def _state_path(cache: Path, uid: str) -> Path:
+    return cache / _STATE / f"{uid}.json"
+
+
+def segment_fetched(study: Study, config: WorkerConfig, *, func: StudyFunc = process_study,
+                    wait_s: float = 24 * 3600.0) -> dict[str, Any]:
+    """The per-study function of a PACS batch (run in the worker): wait until the parent's network
+    thread has fetched the series (its state file), then segment the series folder with ``func``;
+    a series that failed to fetch, or holds no image series, gives its failed record."""
+    cache = Path(str(config.input_dir))
+    state_path = _state_path(cache, study.study_id)
+    start = time.monotonic()
+    while not state_path.is_file():
+        if time.monotonic() - start > wait_s:
+            return _failed(study.study_id, cache, MedsegError(
+                f"series {study.study_id}: not fetched within {wait_s:g} s"), time.monotonic() - start)
+        time.sleep(0.02)
+    state = json.loads(state_path.read_text(encoding="utf-8"))
+    waited = round(time.monotonic() - start, 4)
+    if state["status"] != "ok":
+        return state["record"]
+    found = discover_studies(cache / study.study_id)
+    if not found:  # the files held no image series (SEG or SR only)
+        return _failed(study.study_id, cache, MedsegError(
+            f"series {study.study_id}: the fetched files hold no image series to segment"), state["fetch_s"])
+    record = func(dataclasses.replace(found[0], study_id=study.study_id), config)
+    record.setdefault("timings_s", {}).update(fetch=state["fetch_s"], fetch_wait=waited)
+    return record
+
+
+def _segment(model: str | os.PathLike[str], client: Any, todo: Sequence[Any], cache: Path, out: Path,
+             result: PacsBatchResult, *, failures: list[dict[str, Any]], pusher: _Pusher, prefetch: int,
              on_start: Callable[[int, int], None] | None, on_record: RecordCallback | None,
-             batch_options: Mapping[str, Any]) -> None:
-    """:func:`run_batch` over the fetched series (pushing each SEG as its record arrives); fills
-    ``result.records`` (failed fetches first) and ``result.elapsed_s``."""
-    manifest = out / MANIFEST_NAME
+             batch_options: dict[str, Any]) -> _Prefetcher:
+    """Fetch (a thread, ``prefetch`` series ahead of the workers) and segment (the backend's workers)
+    at once; each record goes to the manifest, its SEG is pushed, ``on_record`` hears of it."""
+    from medseg.batch.runner import _backend, append_or_note
 
-    def relay(rec: dict[str, Any]) -> None:
+    manifest = out / MANIFEST_NAME
+    backend, workers = batch_options.pop("backend", "local"), batch_options.pop("workers", 1)
+    run_options = {k: batch_options.pop(k) for k in ("max_retries", "study_timeout", "scheduler")
+                   if k in batch_options}
+    if backend == "local":
+        run_options.pop("scheduler", None)
+    else:
+        run_options.pop("study_timeout", None)
+    func = functools.partial(segment_fetched, func=batch_options.pop("func", process_study))
+    config = worker_config(model, out, input_dir=cache, workers=workers, **{
+        k: v for k, v in batch_options.items() if k not in ("input_dir", "reference_dir", "prompt_masks")})
+    shutil.rmtree(cache / _STATE, ignore_errors=True)
+    (cache / _STATE).mkdir(parents=True)
+    prefetcher = _Prefetcher(client, todo, cache, depth=workers + prefetch)
+    for rec in failures:
+        append_record(manifest, rec)
+    if on_start is not None:
+        on_start(len(todo) + len(failures), result.skipped)
+    result.records.extend(failures)
+    for rec in failures:
         if on_record is not None:
             on_record(rec)
-
-    def started(n_todo: int, n_skipped: int) -> None:
-        # run_batch has compacted the manifest to the series it found in the cache: put back the
-        # complete records of series not fetched again, and record the series that failed to fetch.
-        present = {r["study_id"] for r in read_manifest(manifest)}
-        for rec in [*(r for r in kept if r["study_id"] not in present), *failures]:
-            append_record(manifest, rec)
-        if on_start is not None:
-            on_start(n_todo + len(failures), len(kept))
-        for rec in failures:
-            relay(rec)
-
-    def finished(rec: dict[str, Any]) -> None:
-        if rec.get("status") == "ok" and rec.get("study_id") in pusher.refs:
-            pusher.push(rec)
-        relay(rec)
-
-    records: list[dict[str, Any]] = []
-    if result.fetched:
-        batch = run_batch(model, cache, out, resume=resume, report=False, on_start=started, on_record=finished,
-                          **batch_options)
-        records, result.elapsed_s = list(batch.records), batch.elapsed_s
-    else:
-        started(0, len(kept))
-    ran = {r["study_id"] for r in records}
-    for uid in (u for u in result.fetched if u not in ran):  # the files held no image series (SEG or SR only)
-        rec = _failed(uid, cache, MedsegError(f"series {uid}: the fetched files hold no image series to segment"), 0)
-        append_record(manifest, rec)
-        relay(rec)
-        records.append(rec)
-    result.records = failures + records
+    studies = [Study(study_id=r.series_uid, kind="dicom", path=str(cache / r.series_uid), series_uid=r.series_uid,
+                     description=" ".join(x for x in (r.modality, r.series_description) if x)) for r in todo]
+    start = time.perf_counter()
+    prefetcher.start()
+    try:
+        for record in _backend(backend)(studies, config, workers=workers, func=func, **run_options):
+            prefetcher.slots.release()
+            record = append_or_note(manifest, record)
+            result.records.append(record)
+            if record.get("status") == "ok" and record.get("study_id") in pusher.refs:
+                pusher.push(record)
+            if on_record is not None:
+                on_record(record)
+    finally:
+        prefetcher.halt.set()
+        prefetcher.join()
+    result.elapsed_s = time.perf_counter() - start
+    result.fetched = prefetcher.fetched
+    return prefetcher
 
 
 def _finished(result: PacsBatchResult, done: set[str], pusher: _Pusher) -> set[str]:
