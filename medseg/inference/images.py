@@ -105,6 +105,29 @@ def _record(path: Path, output: Path | None, shape: Any, seconds: float, status:
             "shape": list(shape) if shape else None, "seconds": round(seconds, 4), "status": status, "error": error}
 
 
+class RecordLog:
+    """``predictions.jsonl`` of a ``predict-images`` run in ``out``: :meth:`emit` keeps a record, appends it
+    as one JSON line (flushed, so an interrupted run keeps what it did), warns about a failed one and hands
+    it to ``on_image``."""
+
+    def __init__(self, out: Path, on_image: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.records: list[dict[str, Any]] = []
+        self.on_image = on_image
+        self._file = (out / RECORDS_NAME).open("a", encoding="utf-8")
+
+    def emit(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        if record["status"] == "failed":
+            log.warning("%s: %s", record["input"], record["error"])
+        if self.on_image:
+            self.on_image(record)
+
+    def close(self) -> None:
+        self._file.close()
+
+
 @dataclass(frozen=True)
 class ImageInference:
     """How whole images go through the network (see :mod:`medseg.models.apply2d`): ``mode``
@@ -152,11 +175,12 @@ def image_inference(info: dict[str, Any], *, mode: str | None = None, window: An
 
 
 def export_task(info: dict[str, Any]) -> str:
-    """The task of an export's predictions: ``inference.task`` of its ``model.json``, else its family's
-    registry ``task`` (``semantic``, ``instance``, ``panoptic``)."""
+    """The task of an export's predictions: ``inference.task`` of its ``model.json``, else the builder's
+    ``task`` option (Mask2Former's), else its family's registry ``task`` (``semantic``, ``instance``, ``panoptic``)."""
     from medseg.models.registry import get_model_spec
 
-    return str((info.get("inference") or {}).get("task") or get_model_spec(info["model"]["name"]).task)
+    return str((info.get("inference") or {}).get("task") or (info["model"].get("config") or {}).get("task")
+               or get_model_spec(info["model"]["name"]).task)
 
 
 def image_route(model: str | os.PathLike[str]) -> Callable[..., list[dict[str, Any]]] | None:
@@ -256,17 +280,8 @@ def predict_image_folder(
     how = image_inference(info, mode=mode, window=window, stride=stride, size=size)
     in_channels = _in_channels(net)
     out.mkdir(parents=True, exist_ok=True)
-    records: list[dict[str, Any]] = []
-    log_file = (out / RECORDS_NAME).open("a", encoding="utf-8")
-
-    def emit(record: dict[str, Any]) -> None:
-        records.append(record)
-        log_file.write(json.dumps(record) + "\n")
-        log_file.flush()
-        if record["status"] == "failed":
-            log.warning("%s: %s", record["input"], record["error"])
-        if on_image:
-            on_image(record)
+    record_log = RecordLog(out, on_image)
+    records, emit = record_log.records, record_log.emit
 
     def run(batch: list[_Item]) -> None:
         t0 = time.perf_counter()
@@ -321,10 +336,10 @@ def predict_image_folder(
                 run(pending)
                 bar.advance(task, len(pending))
     finally:
-        log_file.close()
+        record_log.close()
     order = {str(p): i for i, p in enumerate(files)}
     return sorted(records, key=lambda r: order[r["input"]])
 
 
-__all__ = ["predict_image_folder", "image_route", "export_task", "normalize_image", "fit_channels", "pad_to_multiple", "input_multiple",
+__all__ = ["predict_image_folder", "RecordLog", "image_route", "export_task", "normalize_image", "fit_channels", "pad_to_multiple", "input_multiple",
            "image_inference", "ImageInference"]

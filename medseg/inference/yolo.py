@@ -25,19 +25,15 @@ import logging
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from medseg.errors import InputError, ModelError
+from medseg.errors import ModelError
 
 log = logging.getLogger(__name__)
-
-RECORDS_NAME = "predictions.jsonl"  # the file of medseg.inference.images
-
 
 def predict_yolo_folder(model: str | os.PathLike[str], input_dir: str | os.PathLike[str],
                         output_dir: str | os.PathLike[str], *, device: str | None = None, overwrite: bool = False,
@@ -53,20 +49,15 @@ def predict_yolo_folder(model: str | os.PathLike[str], input_dir: str | os.PathL
         InputError: no such input folder or no images, ``output_dir`` equal to ``input_dir``.
         ModelError: not a ``yolo_seg`` export, or the child failed (its log's last lines).
     """
-    from medseg.io.images import files_by_stem
+    from medseg.inference.instances import check_folders
     from medseg.models.export import find_export, read_export
     from medseg.models.yolo import run_worker
 
-    src, out = Path(input_dir), Path(output_dir)
-    if not files_by_stem(src):
-        raise InputError(f"{src}: no images (.png, .jpg, .jpeg, .tif, .tiff, .bmp)")
-    if out.resolve() == src.resolve():
-        raise InputError(f"{out}: the output folder must differ from the input folder (masks are <stem>.png)")
+    src, out = check_folders(input_dir, output_dir)
     folder = find_export(model)
     export = read_export(folder)
     if export.inference.get("task", "instance") != "instance" or "imgsz" not in export.config:
         raise ModelError(f"{folder}: a {export.name!r} export, not a YOLO instance (yolo_seg) export")
-    out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="medseg-yolo-") as tmp:
         records_path = Path(tmp) / "records.json"
         job = {"export": str(folder.resolve()), "input": str(src.resolve()), "output": str(out.resolve()),
@@ -98,6 +89,8 @@ def instance_maps(net: Any, image: np.ndarray, *, imgsz: int, conf: float, iou: 
     from ultralytics.utils import ops
     from ultralytics.utils.nms import non_max_suppression
 
+    from medseg.inference.instances import ordered_segments
+
     rgb = _rgb_uint8(image)
     h, w = rgb.shape[:2]
     boxed = LetterBox((imgsz, imgsz), auto=False, stride=32)(image=rgb)
@@ -106,28 +99,16 @@ def instance_maps(net: Any, image: np.ndarray, *, imgsz: int, conf: float, iou: 
     with torch.inference_mode():
         pred, protos = net(x)[0]
         det = non_max_suppression(pred, conf, iou, max_det=max_det, nc=nc)[0]
-        ids = np.zeros((h, w), np.uint16)
         if not len(det):
-            return ids, []
-        det = det[det[:, 4].argsort(descending=True)]
+            return np.zeros((h, w), np.uint16), []
         boxes = ops.scale_boxes(x.shape[2:], det[:, :4].clone(), (h, w))
         masks = ops.process_mask_native(protos[0], det[:, 6:], boxes, (h, w)).bool().cpu().numpy()
-    table = []
-    for n in range(len(det) - 1, -1, -1):  # lowest score first: the higher score wins an overlap
-        ids[masks[n]] = n + 1
-    present = set(np.unique(ids).tolist())
-    for n in range(len(det)):
-        if n + 1 in present:
-            table.append({"id": n + 1, "class": int(det[n, 5]) + 1, "score": round(float(det[n, 4]), 5)})
-    return ids, table
+    return ordered_segments(list(masks), [int(c) + 1 for c in det[:, 5].tolist()], det[:, 4].tolist(), (h, w))
 
 
 def predict_job(job: dict[str, Any]) -> None:
     """The child's work: every image of ``job["input"]`` through the export, outputs and records written."""
-    from medseg.data.instance_convert import write_instance_png
-    from medseg.data.instance_datasets import PREDICTION_SUFFIX
-    from medseg.io.atomic import write_text_atomic
-    from medseg.io.images import files_by_stem, read_image, save_mask
+    from medseg.inference.instances import segment_folder
     from medseg.models.export import load_exported, resolve_device
 
     device = resolve_device(job.get("device"))
@@ -136,36 +117,12 @@ def predict_job(job: dict[str, Any]) -> None:
     conf = job.get("conf") if job.get("conf") is not None else settings.get("conf", 0.25)
     iou = job.get("iou") if job.get("iou") is not None else settings.get("iou", 0.7)
     imgsz = int(settings.get("imgsz", info["model"]["config"].get("imgsz", 640)))
-    out = Path(job["output"])
-    records = []
-    with (out / RECORDS_NAME).open("a", encoding="utf-8") as log_file:
-        for path in files_by_stem(job["input"]).values():
-            t0 = time.perf_counter()
-            target = out / f"{path.stem}{PREDICTION_SUFFIX}.png"
-            record: dict[str, Any] = {"input": str(path), "output": str(target), "shape": None, "seconds": 0.0,
-                                      "status": "ok", "error": None, "instances": None}
-            if target.exists() and (out / f"{path.stem}.png").exists() and not job.get("overwrite"):
-                record["status"] = "skipped"
-            else:
-                try:
-                    image = read_image(path)
-                    ids, table = instance_maps(net, image, imgsz=imgsz, conf=conf, iou=iou,
-                                               max_det=int(settings.get("max_det", 300)), device=device)
-                except (InputError, RuntimeError) as exc:
-                    record.update(status="failed", output=None, error=f"{path}: {exc}")
-                else:
-                    classes = np.zeros(int(ids.max(initial=0)) + 1, np.uint16)
-                    for entry in table:
-                        classes[entry["id"]] = entry["class"]
-                    semantic = classes[ids]
-                    write_instance_png(target, ids)
-                    write_text_atomic(target.with_suffix(".json"), json.dumps({"instances": table}, indent=1) + "\n")
-                    save_mask(out / f"{path.stem}.png", semantic.astype(np.uint8 if semantic.max() < 256 else np.uint16))
-                    record.update(shape=list(ids.shape), instances=len(table))
-            record["seconds"] = round(time.perf_counter() - t0, 4)
-            records.append(record)
-            log_file.write(json.dumps(record) + "\n")
-            log_file.flush()
+
+    def segment(image: np.ndarray) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        return instance_maps(net, image, imgsz=imgsz, conf=conf, iou=iou, max_det=int(settings.get("max_det", 300)),
+                             device=device)
+
+    records = segment_folder(Path(job["input"]), Path(job["output"]), segment, overwrite=bool(job.get("overwrite")))
     Path(job["records"]).write_text(json.dumps(records), encoding="utf-8")
 
 

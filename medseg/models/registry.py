@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 # Modules that register model families when imported. Later issues append to this tuple.
 BUILTIN_FAMILIES: tuple[str, ...] = (
     "medseg.models.unet2d", "medseg.models.unet3d", "medseg.models.sam2", "medseg.models.general2d",
-    "medseg.models.yolo",
+    "medseg.models.yolo", "medseg.models.mask2former",
 )
 
 

@@ -10,7 +10,8 @@ precision on CUDA, DDP). What differs is the data and the scorer:
   cropped to ``images.crop_size`` and flipped (:mod:`medseg.transforms.augment2d`); masks are
   train indices with ``labels.ignore_index`` where unlabelled (and on padding);
 - loss: cross-entropy with ``ignore_index`` and optional class weights (``images.class_weights``),
-  plus a soft Dice over labelled pixels with ``loss.name: dice_ce`` (``ce``: cross-entropy only);
+  plus a soft Dice over labelled pixels with ``loss.name: dice_ce`` (``ce``: cross-entropy only); a
+  network with its own ``training_loss(image, label, ignore_index)`` (Mask2Former's matching loss) uses that;
 - validation: every validation image at full resolution through
   :func:`medseg.models.apply2d.image_logits` (the code of ``medseg predict-images``), scored with
   :func:`medseg.evaluation.images.pair_confusion` and :func:`~medseg.evaluation.images.dataset_metrics`
@@ -269,7 +270,10 @@ def _module_class() -> type:
             return self.net(x)
 
         def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-            loss = self.loss_fn(self.net(batch["image"]), batch["label"])
+            if hasattr(self.net, "training_loss"):  # a network with its own loss (Mask2Former's matching loss)
+                loss = self.net.training_loss(batch["image"], batch["label"], self.hparams.ignore_index)
+            else:
+                loss = self.loss_fn(self.net(batch["image"]), batch["label"])
             self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True,
                      batch_size=batch["image"].shape[0], sync_dist=True)
             return loss
@@ -399,6 +403,8 @@ def finish_image_run(run_dir: Path, trainer: Any, module: Any, cfg: Config, mode
     record = training_record(run_dir, trainer, state is not None)
     record.update({"train_images": split["train"], "val_images": split["val"], "class_weights": weights,
                    "best_val_miou": record.pop("best_score")})
+    if hasattr(module.net, "export_config"):  # built from a weights folder: record the architecture itself
+        model_config = {**module.net.export_config(), **{k: v for k, v in model_config.items() if k == "weights"}}
     info = {
         "model": {"name": cfg.model.name, "config": model_config},
         "spatial_dims": 2,
