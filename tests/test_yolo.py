@@ -241,3 +241,29 @@ def test_building_a_yolo_model_leaves_pil_and_threads_as_they_were(tmp_path):
     broken.write_bytes(b"not an image at all")
     with pytest.raises(InputError, match="broken.png"):
         read_image(broken)
+
+
+def test_resume_continues_a_budget_stopped_run(yolo_run):
+    """``medseg train --resume`` on the run max_minutes stopped after epoch 1 of 3: ultralytics strips last.pt
+    when a run ends, so the worker kept the epoch's checkpoint as resume.pt; training goes on to epoch 3 from it.
+    (Last in this module: it extends the shared run.)"""
+    import torch
+
+    from medseg.training.engine import train
+
+    run, data, _ = yolo_run
+    weights = run / "yolo" / "train" / "weights"
+    assert (weights / "resume.pt").is_file()
+    before = torch.load(run / "export" / "model.pt", weights_only=True)
+    guarded = run.parent / "resume_guard"
+    guarded.mkdir()
+    with network_guard(guarded) as netlog:
+        train(yolo_config(data, max_epochs=3), out_dir=run, resume=True)
+    assert_offline(netlog)
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]  # epoch 1 kept, 2 and 3 trained on from resume.pt
+    assert not (weights / "resume.pt").exists()  # the run went to its end: nothing left to resume
+    info = json.loads((run / "export" / "model.json").read_text())
+    assert info["training"]["epochs"] == 3
+    after = torch.load(run / "export" / "model.pt", weights_only=True)
+    assert any(not torch.equal(before[k], after[k]) for k in before)

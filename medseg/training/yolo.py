@@ -25,7 +25,8 @@ Settings: ``model.config.model`` (a model YAML ultralytics ships such as ``yolo1
 arguments, ``{mosaic: 0.0, lr0: 0.01}``), ``train.max_epochs``, ``train.batch_size``,
 ``images.crop_size[0]`` (``imgsz``, pixels), ``train.seed``, ``train.max_minutes`` (a cap: training
 stops at the first epoch end past it; ultralytics' own ``time`` would instead stretch the epochs to
-fill the time, so it is not used), resume from ``<run>/yolo/train/weights/last.pt``.
+fill the time, so it is not used), ``--resume`` from ``<run>/yolo/train/weights/resume.pt`` (the unstripped
+checkpoint of the epoch where ``max_minutes`` stopped the run) or ``last.pt`` (an interrupted run).
 
 The run folder: ``yolo/`` (ultralytics' own ``train/`` folder, ``train.log``), ``metrics.csv``
 (its ``results.csv`` with medseg's column names: ``epoch``, ``train_loss`` (sum of the training
@@ -51,6 +52,7 @@ from medseg.errors import ConfigError, InputError, ModelError
 from medseg.io.atomic import atomic_path, write_text_atomic
 from medseg.models.yolo import run_worker
 from medseg.training.config import Config
+from medseg.training.yolo_worker import RESUME_NAME
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +281,8 @@ def train_yolo(cfg: Config, run_dir: Path, *, resume: bool = False, t0: float | 
         raise ConfigError(f"images.crop_size {cfg.images.crop_size}: YOLO's imgsz (the first value) must be a "
                           "multiple of 32")
     yolo_dir = (run_dir / YOLO_DIR).resolve()
-    last = yolo_dir / "train" / "weights" / "last.pt"
+    weights = yolo_dir / "train" / "weights"
+    last = weights / RESUME_NAME if (weights / RESUME_NAME).is_file() else weights / "last.pt"
     if resume and not last.is_file():
         raise InputError(f"{last}: nothing to resume (no ultralytics last.pt in {run_dir})")
     if task.ultralytics == "semantic":
