@@ -1,4 +1,4 @@
-"""DICOMweb in medseg: query a PACS for series, fetch them complete, push DICOM-SEG back.
+"""PACS in medseg (DICOMweb, or DIMSE): query for series, fetch them complete, push DICOM-SEG back.
 
 The API that ``medseg batch --pacs`` builds on (all names import lazily; ``requests`` and
 ``pydicom`` are imported only inside the functions that use them)::
@@ -6,6 +6,8 @@ The API that ``medseg batch --pacs`` builds on (all names import lazily; ``reque
     from medseg.pacs import PacsClient, query_series, fetch_series, push_seg
 
     client = PacsClient("https://pacs.example.org/dicom-web", auth="basic")  # MEDSEG_PACS_USER/PASSWORD
+    # or DIMSE (C-ECHO, C-FIND, C-GET, C-STORE): DimseClient("dicom://PACS_AE@host:104", calling_ae="MEDSEG");
+    # open_client(url, ...) picks one by the URL scheme
     refs = query_series(client, where=["Modality=CT", "StudyDate=20250101-20250131"], max_series=200)
     # or: query_series(client, series=["1.2.3...", ...])
     for ref in refs:                                  # SeriesRef: study_uid, series_uid, modality, ...
@@ -35,6 +37,7 @@ from medseg.pacs.errors import IncompleteSeriesError, PacsAuthError, PacsError, 
 
 _LAZY = {
     "PacsClient": "medseg.pacs.client", "ClientConfig": "medseg.pacs.client",
+    "DimseClient": "medseg.pacs.dimse", "DimseConfig": "medseg.pacs.dimse", "open_client": "medseg.pacs.connect",
     "SeriesRef": "medseg.pacs.query", "query_series": "medseg.pacs.query", "list_instances": "medseg.pacs.query",
     "parse_where": "medseg.pacs.query",
     "fetch_series": "medseg.pacs.retrieve", "push_seg": "medseg.pacs.push",

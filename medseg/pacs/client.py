@@ -54,7 +54,7 @@ def query_string(params: Mapping[str, Any] | Sequence[tuple[str, Any]]) -> str:
                     for k, v in items)
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -111,7 +111,7 @@ class PacsClient:
                             "or MEDSEG_PACS_TOKEN, or pass --auth-file")
         if parts.query or parts.fragment:
             raise PacsError(f"--pacs must not hold a query string: {redact(base_url)!r}")
-        if parts.scheme == "http" and not _is_loopback(parts.hostname) and not insecure_http:
+        if parts.scheme == "http" and not is_loopback(parts.hostname) and not insecure_http:
             raise PacsError(f"refusing plain http:// to {parts.hostname} (not loopback): use https:// "
                             "or pass --insecure-http")
         install_log_filters()
@@ -320,4 +320,4 @@ class PacsClient:
                 "seconds": round(time.perf_counter() - start, 3), "studies_seen": len(studies)}
 
 
-__all__ = ["PacsClient", "ClientConfig", "check_uid", "query_string", "RETRY_STATUS", "MULTIPART_DICOM_ANY"]
+__all__ = ["PacsClient", "ClientConfig", "check_uid", "is_loopback", "query_string", "RETRY_STATUS", "MULTIPART_DICOM_ANY"]

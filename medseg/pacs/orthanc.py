@@ -2,9 +2,10 @@
 
 Debian's ``orthanc`` + ``orthanc-dicomweb`` are used with a config of their own: only the
 DICOMweb plugin, storage in a given folder, authentication on with one user, remote access
-off, ``DicomAlwaysAllow*`` off. Orthanc 1.10 binds 0.0.0.0, so where the machine allows it
+off, ``DicomAlwaysAllow*`` off, one DICOM modality (medseg's calling AE title) allowed
+C-ECHO, C-FIND, C-GET and C-STORE on the DICOM port. Orthanc 1.10 binds 0.0.0.0, so where the machine allows it
 (root, ``unshare -n``) it runs in a network namespace with only loopback, reached through a
-forwarder thread that connects from inside that namespace; elsewhere it runs on free
+forwarder thread per port (HTTP, DICOM) that connects from inside that namespace; elsewhere it runs on free
 loopback ports of this host.
 """
 
@@ -30,6 +31,7 @@ from medseg.pacs.errors import PacsError
 log = logging.getLogger(__name__)
 
 _CLONE_NEWNET = 0x40000000
+AET = "ORTHANC"
 PLUGIN_DIRS = ("/usr/share/orthanc/plugins", "/usr/lib/orthanc")
 
 
@@ -144,10 +146,13 @@ class LocalOrthanc:
         user, password: the one registered user (authentication is on).
         netns: run in a loopback-only network namespace: True, False, or None (when available).
         options: extra Orthanc configuration keys (e.g. ``{"LimitFindResults": 4}``).
+        calling_ae: the one DICOM modality Orthanc knows (C-ECHO, C-FIND, C-GET, C-STORE allowed
+            from it; C-MOVE not): ``dicom_url`` is Orthanc's DICOM port (AE title ``ORTHANC``).
     """
 
     def __init__(self, workdir: str | os.PathLike[str], *, user: str = "medseg", password: str = "medseg-test",
-                 netns: bool | None = None, options: dict[str, Any] | None = None) -> None:
+                 netns: bool | None = None, options: dict[str, Any] | None = None,
+                 calling_ae: str = "MEDSEG") -> None:
         found = find_orthanc()
         if not found:
             raise PacsError("Orthanc with the DICOMweb plugin is not installed "
@@ -157,9 +162,11 @@ class LocalOrthanc:
         self.user, self.password = user, password
         self.netns = netns_available() if netns is None else netns
         self.options = dict(options or {})
+        self.calling_ae = calling_ae
         self.process: subprocess.Popen[bytes] | None = None
-        self._forwarder: _Forwarder | None = None
+        self._forwarders: list[_Forwarder] = []
         self.port = 0
+        self.dicom_port = 0
 
     @property
     def rest_url(self) -> str:
@@ -168,6 +175,11 @@ class LocalOrthanc:
     @property
     def dicomweb_url(self) -> str:
         return f"{self.rest_url}/dicom-web"
+
+    @property
+    def dicom_url(self) -> str:
+        """Orthanc's DICOM (DIMSE) service as medseg names it: ``dicom://ORTHANC@127.0.0.1:port``."""
+        return f"dicom://{AET}@127.0.0.1:{self.dicom_port}"
 
     def _config(self, http_port: int, dicom_port: int) -> Path:
         storage = self.workdir / "storage"
@@ -178,7 +190,10 @@ class LocalOrthanc:
             "AuthenticationEnabled": True, "RegisteredUsers": {self.user: self.password},
             "Plugins": [self.plugin], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
             "DicomAlwaysAllowEcho": False, "DicomAlwaysAllowStore": False, "DicomAlwaysAllowFind": False,
-            "DicomAlwaysAllowGet": False, "DicomAlwaysAllowMove": False, "DicomModalities": {},
+            "DicomAlwaysAllowGet": False, "DicomAlwaysAllowMove": False, "DicomAet": AET,
+            "DicomModalities": {"medseg": {"AET": self.calling_ae, "Host": "127.0.0.1", "Port": 104,
+                                           "AllowEcho": True, "AllowFind": True, "AllowGet": True,
+                                           "AllowStore": True, "AllowMove": False}},
             "StorageCompression": False, "HttpCompressionEnabled": False, "ExecuteLuaEnabled": False,
             "ConcurrentJobs": 1, "HttpThreadsCount": 8, "SaveJobs": False, **self.options,
         }
@@ -203,10 +218,11 @@ class LocalOrthanc:
         try:
             if self.netns:
                 self._wait_netns(timeout_s)
-                self._forwarder = _Forwarder(f"/proc/{self.process.pid}/ns/net", http_port)
-                self.port = self._forwarder.port
+                netns = f"/proc/{self.process.pid}/ns/net"
+                self._forwarders = [_Forwarder(netns, http_port), _Forwarder(netns, dicom_port)]
+                self.port, self.dicom_port = (f.port for f in self._forwarders)
             else:
-                self.port = http_port
+                self.port, self.dicom_port = http_port, dicom_port
             self._wait_system(timeout_s)
         except BaseException:
             self.stop()
@@ -269,9 +285,9 @@ class LocalOrthanc:
             self.rest("DELETE", f"/patients/{patient}")
 
     def stop(self, timeout_s: float = 20.0) -> None:
-        if self._forwarder is not None:
-            self._forwarder.close()
-            self._forwarder = None
+        for forwarder in self._forwarders:
+            forwarder.close()
+        self._forwarders = []
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
