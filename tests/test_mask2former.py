@@ -49,20 +49,21 @@ def instance_run(shapes, tmp_path_factory):
 
 
 def test_semantic_output_is_transformers_post_processing():
-    """forward() is the score map of post_process_semantic_segmentation: the same argmax."""
+    """forward()'s argmax is post_process_semantic_segmentation's on a 384 x 384 input (transformers sums the
+    queries at 384 x 384; medseg at the input's size, as the authors' detectron2 code)."""
     from transformers import Mask2FormerImageProcessor
 
     from medseg.models import create_model
 
     torch.manual_seed(0)
     net = create_model("mask2former", **tiny()).eval()
-    x = torch.randn(2, 3, 64, 96)
+    x = torch.randn(2, 3, 384, 384)
     with torch.no_grad():
         logits = net(x)
         out = net.model(pixel_values=x)
-    assert logits.shape == (2, 3, 64, 96)
+    assert logits.shape == (2, 3, 384, 384)
     processor = Mask2FormerImageProcessor(do_resize=False, do_rescale=False, do_normalize=False)
-    ref = processor.post_process_semantic_segmentation(out, target_sizes=[(64, 96)] * 2)
+    ref = processor.post_process_semantic_segmentation(out, target_sizes=[(384, 384)] * 2)
     for got, want in zip(logits.argmax(1), ref):
         assert torch.equal(got, want)
 
@@ -140,7 +141,7 @@ def test_instance_predictions_reload_identically(instance_run, shapes, tmp_path)
 
 
 def test_semantic_export_takes_the_dense_path(tmp_path, shapes):
-    """A semantic export: predict-images writes <stem>.png, transformers' semantic argmax at full size."""
+    """A semantic export: predict-images writes <stem>.png, transformers' semantic argmax (a 384 x 384 image)."""
     from PIL import Image
     from transformers import Mask2FormerImageProcessor
 
@@ -157,16 +158,20 @@ def test_semantic_export_takes_the_dense_path(tmp_path, shapes):
                                            "labels": {"0": "background", "1": "disk", "2": "square"},
                                            "preprocessing": {"normalization": norm}, "inference": {}})
     assert image_route(tmp_path / "export") is None
-    [record] = predict_image_folder(tmp_path / "export", shapes / "images", tmp_path / "out")[:1]
+    src = tmp_path / "in"
+    src.mkdir()
+    img = np.asarray(Image.open(shapes / "images" / "shapes_000.png"))
+    Image.fromarray(np.kron(img, np.ones((8, 6, 1), np.uint8))).save(src / "big.png")  # 384 x 384
+    [record] = predict_image_folder(tmp_path / "export", src, tmp_path / "out")
     written = np.asarray(Image.open(record["output"]))
-    assert written.shape == SIZE
+    assert written.shape == (384, 384)
     loaded, _ = load_exported(tmp_path / "export")
     chw = pad_to_multiple(image_tensor(read_image(record["input"]), norm, 3), 32)
     with torch.no_grad():
         out = loaded.model(pixel_values=torch.from_numpy(chw)[None])
     processor = Mask2FormerImageProcessor(do_resize=False, do_rescale=False, do_normalize=False)
     [ref] = processor.post_process_semantic_segmentation(out, target_sizes=[chw.shape[1:]])
-    np.testing.assert_array_equal(written, ref[: SIZE[0], : SIZE[1]].numpy())
+    np.testing.assert_array_equal(written, ref.numpy())
 
 
 @pytest.mark.parametrize("name", ["mask2former_images.yaml", "mask2former_images_cpu.yaml"])

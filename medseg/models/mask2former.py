@@ -6,10 +6,12 @@ backbone's keys; random init, nothing downloaded) or read from a local ``save_pr
 (``weights``; ``local_files_only``). transformers is imported inside the builder only.
 
 medseg's wrapper (:class:`Mask2FormerNet`, built by :func:`build_mask2former`) makes it a dense family:
-``forward(x)`` returns per-class log scores ``[B, K, H, W]`` at the input's size, the score map of
-``Mask2FormerImageProcessor.post_process_semantic_segmentation`` (mask logits upsampled bilinearly, then
-``softmax(class)[:-1] x sigmoid(mask)`` summed over the queries), so its argmax is transformers' semantic
-prediction and the dense predictors and image training's validation take it as they take SegFormer.
+``forward(x)`` returns per-class log scores ``[B, K, H, W]`` at the input's size: the mask logits
+upsampled bilinearly to the input, then ``softmax(class)[:-1] x sigmoid(mask)`` summed over the queries,
+as the Mask2Former authors' semantic inference does (detectron2). transformers'
+``post_process_semantic_segmentation`` computes the same sum at a fixed 384 x 384 and resizes the score
+map, so the two argmaxes are equal on 384 x 384 inputs (tested) and may differ by a few boundary pixels
+elsewhere. The dense predictors and image training's validation take it as they take SegFormer.
 ``training_loss(x, target, ignore_index)`` is transformers' own loss (Hungarian matching, class
 cross-entropy, mask BCE + Dice on sampled points) with mask/class labels built from medseg's masks by
 transformers' ``convert_segmentation_map_to_binary_masks_fast`` (one binary mask per class present;
@@ -89,7 +91,7 @@ def _net_class() -> type:
 
         @staticmethod
         def semantic_scores(out: Any, size: tuple[int, int]) -> torch.Tensor:
-            """``[B, K, H, W]`` scores of transformers' semantic post-processing, at ``size``."""
+            """``[B, K, H, W]`` semantic scores at ``size`` (mask logits upsampled to it first)."""
             masks = F.interpolate(out.masks_queries_logits, size=size, mode="bilinear", align_corners=False)
             classes = out.class_queries_logits.softmax(-1)[..., :-1]
             return torch.einsum("bqc,bqhw->bchw", classes, masks.sigmoid())
