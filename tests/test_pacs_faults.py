@@ -231,6 +231,21 @@ def test_orthanc_cap_that_cannot_be_split_fails_the_query(limited_orthanc, limit
     assert "000000-235959" not in str(info.value) and DAYS[1] not in str(info.value)
 
 
+def test_orthanc_cap_over_dimse_is_said_by_status_and_split_the_same_way(limited_orthanc) -> None:
+    """Over DIMSE the same Orthanc ends a C-FIND at its cap with status 0xFE00 (2 answers, no probe
+    query sent): the busy day is split by StudyTime and found whole; the same-second day fails."""
+    pytest.importorskip("pynetdicom")
+    from medseg.pacs.dimse import DimseClient
+
+    server, by_day = limited_orthanc
+    with DimseClient(server.dicom_url, calling_ae=server.calling_ae) as dimse:
+        refs = query_series(dimse, where=["Modality=CT", f"StudyDate={DAYS[0]}-{DAYS[-1]}"])
+        assert {r.series_uid for r in refs} == set().union(*(by_day[d] for d in DAYS))
+        assert dimse.facts["result_cap"] == LIMIT
+        with pytest.raises(PacsError, match="the part cannot be split further"):
+            query_series(dimse, where=[f"StudyDate={SAME_SECOND_DAY}"])
+
+
 def _series_item(n: int) -> dict[str, Any]:
     day = DAYS[n % len(DAYS)]
     return {"0020000D": {"vr": "UI", "Value": [f"1.2.826.0.1.3680043.8.498.1{n}"]},

@@ -44,6 +44,7 @@ CALLING_AE_ENV = "MEDSEG_PACS_CALLING_AE"
 _LEVELS = {"studies": "STUDY", "series": "SERIES", "instances": "IMAGE"}
 _AE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable, no backslash, at most 16
 _PENDING = (0xFF00, 0xFF01)
+_CANCELLED = 0xFE00
 # C-STORE statuses that store the instance (warnings: coercion, elements discarded)
 _STORED = (0x0000, 0xB000, 0xB006, 0xB007)
 
@@ -93,6 +94,12 @@ def _write_unparsed(event: Any, path: Path) -> None:
 class DimseClient:
     """One DIMSE service ``dicom://CALLED_AE@host:port``.
 
+    A C-FIND has no limit and no paging; Orthanc ends one that reaches ``LimitFindResults`` with
+    status 0xFE00 (measured), which sets ``facts["result_cap"]``, so query parts at that count
+    are split (:mod:`medseg.pacs.query`); no probe query is sent (an unfiltered C-FIND on a
+    large archive would list everything). A server that cuts answers with no status is not
+    detected: give ``DimseConfig(result_cap=...)``.
+
     Args:
         url: the service; the AE title before ``@`` is the PACS's (called) one.
         calling_ae: medseg's own AE title (default :func:`default_calling_ae`).
@@ -128,7 +135,8 @@ class DimseClient:
         self.host, self.port = parts.hostname, port
         self.base_url = f"dicom://{self.called_ae}@{parts.netloc.rpartition('@')[2]}"
         self.config = config or DimseConfig()
-        #: what queries learnt about the server (``result_cap``), kept for the life of the client
+        #: what queries learnt about the server (``result_cap``: set by a C-FIND the PACS cut), kept for
+        #: the life of the client
         self.facts: dict[str, Any] = {}
         self._find_assoc: Any = None  # one association carries every C-FIND (a year of per-day queries)
 
@@ -217,6 +225,9 @@ class DimseClient:
             ds.add_new(tag, dictionary_VR(tag), value)
         return ds
 
+    #: the PACS says when it cuts an answer (no probe needed): see :func:`medseg.pacs.query.result_cap`
+    says_truncated = True
+
     def find(self, level: str, params: Mapping[str, Any], *, study_uid: str | None = None,
              series_uid: str | None = None, page_size: int = 0, max_pages: int = 0,
              limit: int | None = None) -> list[dict[str, Any]]:
@@ -244,6 +255,10 @@ class DimseClient:
                     out.append(answer.to_json_dict())
             if final == 0x0000:
                 return out
+            if final == _CANCELLED:  # Orthanc's LimitFindResults: the answers so far, the rest cut
+                self.facts["result_cap"] = len(out)
+                log.info("%s: the PACS ended the answer at %d result(s) (status 0xFE00: its cap)", what, len(out))
+                return out
             if final is not None or attempt:  # a failure status; or no answer on a fresh association
                 self.close()
                 raise PacsError(f"{what} to {self.base_url}: {_status_text(status)}")
@@ -262,8 +277,11 @@ class DimseClient:
         from pynetdicom import ALL_TRANSFER_SYNTAXES, build_role, evt
         from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as Get
 
-        classes = sorted({(i.get("00080016", {}).get("Value") or [""])[0] for i in self.find(
-            "instances", {}, study_uid=ref.study_uid, series_uid=ref.series_uid)} - {""})
+        known = self.facts.setdefault("sop_classes", {})  # one C-FIND per series, not one per refetched instance
+        if ref.series_uid not in known:
+            known[ref.series_uid] = sorted({(i.get("00080016", {}).get("Value") or [""])[0] for i in self.find(
+                "instances", {}, study_uid=ref.study_uid, series_uid=ref.series_uid)} - {""})
+        classes = known[ref.series_uid]
         if not classes:
             raise PacsError(f"C-GET of series {ref.series_uid}: the PACS names no SOP class for its instances")
         where = f"C-GET of series {ref.series_uid}"

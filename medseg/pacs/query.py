@@ -190,7 +190,8 @@ def _ref(item: Mapping[str, Any]) -> SeriesRef:
 def result_cap(client: Any, *, probe: int = 10000) -> int | None:
     """The most answers ``client``'s PACS gives one query, or None when no cap was seen.
 
-    ``client.config.result_cap`` when set; else measured once per client (three requests):
+    ``client.config.result_cap`` when set; for a client whose server says when it cuts an answer
+    (``client.says_truncated``: DIMSE), what it said so far; else measured once per client (three requests):
     the answer count ``n`` of one series query of limit ``probe``, against what the server
     says it holds: the sum of the studies' NumberOfStudyRelatedSeries and the distinct series
     of an instance query. More series than ``n`` means the series answer was cut at ``n``
@@ -199,8 +200,8 @@ def result_cap(client: Any, *, probe: int = 10000) -> int | None:
     given = getattr(getattr(client, "config", None), "result_cap", None)
     if given is not None:
         return int(given)
-    if "result_cap" in client.facts:
-        return client.facts["result_cap"]
+    if "result_cap" in client.facts or getattr(client, "says_truncated", False):
+        return client.facts.get("result_cap")
     n = len(client.find("series", {"includefield": "SeriesInstanceUID"}, limit=probe))
     seen = 0
     if n < probe:
@@ -265,6 +266,7 @@ def _find_series(client: Any, params: Mapping[str, str], *, label: str, cap: int
             filter), or series of the cut answer that no half finds (no StudyTime?).
     """
     items = client.find("series", params, page_size=page_size, max_pages=max_pages)
+    cap = cap if cap is not None else client.facts.get("result_cap")  # a server that says it cut this answer
     if cap is None or len(items) != cap:
         return items
     parts = _halves(params, date_key) if time_split else None
