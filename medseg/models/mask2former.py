@@ -14,7 +14,7 @@ map, so the two argmaxes are equal on 384 x 384 inputs (tested) and may differ b
 elsewhere. The dense predictors and image training's validation take it as they take SegFormer.
 ``training_loss(x, target, ignore_index)`` is transformers' own loss (Hungarian matching, class
 cross-entropy, mask BCE + Dice on sampled points) with mask/class labels built from medseg's masks by
-transformers' ``convert_segmentation_map_to_binary_masks_fast`` (one binary mask per class present;
+transformers' ``convert_segmentation_map_to_binary_masks(_fast)`` (one binary mask per class present;
 ignored pixels are in no mask). The image processor never resizes: medseg's transforms do that.
 
 ``task`` (``semantic``, ``instance``, ``panoptic``) is recorded in the export and picks the
@@ -70,6 +70,19 @@ def _hf_model(*, in_channels: int, out_channels: int, config: dict[str, Any] | N
     return model
 
 
+def _binary_masks(seg: Any, ignore_index: int) -> tuple[Any, Any]:
+    """``(masks [N, H, W], classes [N])`` of a train-index mask ``seg [H, W]`` (a tensor) by transformers' own
+    label builder: its torch version (transformers 5) or the numpy one of 4.x."""
+    import torch
+    from transformers.models.mask2former import image_processing_mask2former as processing
+
+    fast = getattr(processing, "convert_segmentation_map_to_binary_masks_fast", None)
+    if fast is not None:
+        return fast(seg, ignore_index=ignore_index)
+    binary, labels = processing.convert_segmentation_map_to_binary_masks(seg.cpu().numpy(), ignore_index=ignore_index)
+    return torch.from_numpy(binary).float(), torch.from_numpy(labels).long()
+
+
 def _net_class() -> type:
     import torch
     import torch.nn.functional as F
@@ -98,15 +111,11 @@ def _net_class() -> type:
 
         def training_loss(self, x: torch.Tensor, target: torch.Tensor, ignore_index: int) -> torch.Tensor:
             """transformers' Mask2Former loss of images ``x [B, C, H, W]`` and train-index masks ``target [B, H, W]``."""
-            from transformers.models.mask2former.image_processing_mask2former import (
-                convert_segmentation_map_to_binary_masks_fast,
-            )
-
             masks, classes = [], []
             for seg in target:
-                binary, labels = convert_segmentation_map_to_binary_masks_fast(seg, ignore_index=ignore_index)
-                masks.append(binary.to(x.dtype))
-                classes.append(labels.to(x.device))
+                binary, labels = _binary_masks(seg, ignore_index)
+                masks.append(binary.to(device=x.device, dtype=x.dtype))
+                classes.append(labels.to(device=x.device, dtype=torch.long))
             return self.model(pixel_values=x, mask_labels=masks, class_labels=classes).loss
 
         def export_config(self) -> dict[str, Any]:
