@@ -214,7 +214,7 @@ def main() -> None:
         print(note)
         print(f"load average (1/5/15 min) before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}; "
               f"after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}; {os.cpu_count()} CPUs")
-        print(f"{'method':<34}{'instances':>10}{'best s':>9}{'median s':>10}{'peak MB':>9}{'import MB':>10}"
+        print(f"{'method':<40}{'instances':>10}{'best s':>9}{'median s':>10}{'peak MB':>9}{'import MB':>10}"
               f"{'MB over import':>15}{'time / medseg':>14}")
         best_medseg = min(r["seconds"] for r in results["medseg"])
         for m in methods:
@@ -224,7 +224,7 @@ def main() -> None:
             base = min(r["base_mb"] for r in rs)
             label = {"medseg": "medseg fetch_series (WADO-RS, to disk)",
                      "medseg-dimse": "medseg fetch_series (C-GET, to disk)"}.get(m, f"dicomweb-client {m}")
-            print(f"{label:<34}{rs[0]['instances']:>10}{secs[0]:>9.2f}{secs[len(secs) // 2]:>10.2f}{peak:>9.0f}"
+            print(f"{label:<40}{rs[0]['instances']:>10}{secs[0]:>9.2f}{secs[len(secs) // 2]:>10.2f}{peak:>9.0f}"
                   f"{base:>10.0f}{peak - base:>15.0f}{secs[0] / best_medseg:>14.2f}")
         if args.only == "all":
             end_to_end(work, args.e2e_series, tuple(int(v) for v in args.e2e_shape.split(",")),  # type: ignore[arg-type]

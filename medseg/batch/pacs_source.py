@@ -7,7 +7,8 @@ segmenting overlap: a network thread fetches the series in order, at most ``work
 prefetch`` ahead of the records that came back, while each worker's per-study function
 (:func:`segment_fetched`) waits for its series' state file and then segments it; so a batch
 takes about max(fetch, segment) per series rather than their sum. A series that fails to fetch
-becomes its failed record through the same path. Layout, all inside the output folder::
+becomes its failed record through the same path. With ``push`` a third thread sends each SEG as its
+record arrives, so that a push never holds a worker idle. Layout, all inside the output folder::
 
     OUTPUT/pacs_cache/<SeriesInstanceUID>/   the fetched instances ({SOPInstanceUID}.dcm)
     OUTPUT/pacs_cache/.state/<UID>.json      fetched ok, or the failed record (written by the network thread)
@@ -29,6 +30,7 @@ import functools
 import json
 import logging
 import os
+import queue
 import shutil
 import threading
 import time
@@ -427,6 +429,26 @@ class _Prefetcher(threading.Thread):
                                   json.dumps({**state, "fetch_s": round(seconds, 4)}))
 
 
+class _PushThread(threading.Thread):
+    """Pushes each finished series' SEG in turn, so that the backend hands the next series to the
+    freed worker at once instead of after the push. A ``BaseException`` of a push (the process
+    going down) stops the pushing; the batch raises it once the backend is done."""
+
+    def __init__(self, pusher: _Pusher) -> None:
+        super().__init__(name="medseg-pacs-push", daemon=True)
+        self.pusher = pusher
+        self.todo: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        while (record := self.todo.get()) is not None:
+            if self.error is None:
+                try:
+                    self.pusher.push(record)
+                except BaseException as exc:  # noqa: BLE001 - handed to the batch's thread by finish()
+                    self.error = exc
+
+
 def _state_path(cache: Path, uid: str) -> Path:
     return cache / _STATE / f"{uid}.json"
 
@@ -462,7 +484,7 @@ def _segment(model: str | os.PathLike[str], client: Any, todo: Sequence[Any], ca
              on_start: Callable[[int, int], None] | None, on_record: RecordCallback | None,
              batch_options: dict[str, Any]) -> _Prefetcher:
     """Fetch (a thread, ``prefetch`` series ahead of the workers) and segment (the backend's workers)
-    at once; each record goes to the manifest, its SEG is pushed, ``on_record`` hears of it."""
+    at once; each record goes to the manifest, its SEG to the push thread, ``on_record`` hears of it."""
     from medseg.batch.runner import _backend, append_or_note
 
     manifest = out / MANIFEST_NAME
@@ -489,20 +511,26 @@ def _segment(model: str | os.PathLike[str], client: Any, todo: Sequence[Any], ca
             on_record(rec)
     studies = [Study(study_id=r.series_uid, kind="dicom", path=str(cache / r.series_uid), series_uid=r.series_uid,
                      description=" ".join(x for x in (r.modality, r.series_description) if x)) for r in todo]
+    pushes = _PushThread(pusher)
     start = time.perf_counter()
     prefetcher.start()
+    pushes.start()
     try:
         for record in _backend(backend)(studies, config, workers=workers, func=func, **run_options):
             prefetcher.slots.release()
             record = append_or_note(manifest, record)
             result.records.append(record)
             if record.get("status") == "ok" and record.get("study_id") in pusher.refs:
-                pusher.push(record)
+                pushes.todo.put(record)
             if on_record is not None:
                 on_record(record)
     finally:
         prefetcher.halt.set()
         prefetcher.join()
+        pushes.todo.put(None)
+        pushes.join()
+    if pushes.error is not None:
+        raise pushes.error
     result.elapsed_s = time.perf_counter() - start
     result.fetched = prefetcher.fetched
     return prefetcher
