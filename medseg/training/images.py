@@ -331,13 +331,15 @@ def train_images(cfg: Config, run_dir: Path, *, resume: bool, t0: float) -> Path
     """Train an ordinary-image model into ``run_dir`` (see the module docstring); returns it."""
     import yaml
 
-    from medseg.models.registry import get_model_spec
+    from medseg.models.registry import get_model_spec, list_models
     from medseg.training.engine import CHECKPOINT_DIR, build_trainer, log_version, make_image_loaders
 
     spec = get_model_spec(cfg.model.name)
     if spec.spatial_dims != 2 or spec.promptable:
+        dense = [n for n in list_models() if (m := get_model_spec(n)).spatial_dims == 2 and not m.promptable
+                 and m.trainer is None]
         raise ConfigError(f"model.name {cfg.model.name!r} is not a 2D dense model; ordinary-image training takes "
-                          "segformer, deeplabv3plus or unet2d")
+                          f"{', '.join(dense)}")
     ckpt_last = run_dir / CHECKPOINT_DIR / "last.ckpt"
     if resume and not ckpt_last.is_file():
         raise InputError(f"{ckpt_last}: nothing to resume (no last checkpoint in {run_dir})")
