@@ -55,6 +55,15 @@ def client(orthanc: Any) -> Iterator[Any]:
         yield c
 
 
+@pytest.fixture(scope="session")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small random U-Net export shared by the PACS batch tests (DICOMweb and DIMSE): one sliding
+    window covers the 65 x 65 x 34 model grid of the 256 x 256 x 35 decubitus MR series."""
+    from medseg.testing import make_random_export
+
+    return make_random_export(tmp_path_factory.mktemp("model") / "export", patch_size=(68, 68, 36), overlap=0.0)
+
+
 def series_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*.dcm") if p.is_file())
 
@@ -124,5 +133,5 @@ def reply(status: int, body: bytes = b"[]", headers: dict[str, str] | None = Non
     return handle
 
 
-__all__ = ["orthanc_server", "orthanc", "client", "Stub", "reply", "series_files", "TEST_USER", "TEST_PASSWORD",
+__all__ = ["orthanc_server", "orthanc", "client", "model", "Stub", "reply", "series_files", "TEST_USER", "TEST_PASSWORD",
            "DECUBITUS", "TS_SERIES"]

@@ -15,21 +15,14 @@ from typer.testing import CliRunner
 from medseg.batch.pacs_source import CACHE_NAME, PUSHED_NAME, _result_key, run_pacs_batch
 from medseg.io.manifest import latest_records, read_manifest
 from medseg.pacs.query import query_series
-from tests.pacs_fixtures import DECUBITUS, TEST_PASSWORD, client, orthanc, orthanc_server, series_files  # noqa: F401
+from tests.pacs_fixtures import (DECUBITUS, TEST_PASSWORD, client, model, orthanc, orthanc_server,  # noqa: F401
+                                 series_files)
 
 pytestmark = [pytest.mark.slow, pytest.mark.apt]
 
 HFS, HFP, HFDL = DECUBITUS / "HFS", DECUBITUS / "HFP", DECUBITUS / "HFDL"
 MISSING = "1.2.826.0.1.3680043.8.498.999999"
 PHI = (TEST_PASSWORD, "crlab", "HFS", "HF*")  # the password, PatientID, PatientName and a query value
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from medseg.testing import make_random_export
-
-    # one sliding window covers the 65 x 65 x 34 model grid of these 256 x 256 x 35 MR series
-    return make_random_export(tmp_path_factory.mktemp("model") / "export", patch_size=(68, 68, 36), overlap=0.0)
 
 
 def _uid(folder: Path) -> str:
@@ -196,7 +189,7 @@ def slow_segment(study, config) -> dict:
             "timings_s": {"total": SEGMENT_S}}
 
 
-def test_fetch_of_the_next_series_overlaps_segmenting_and_failures_stay_isolated(model, tmp_path: Path,
+def test_fetch_of_the_next_series_overlaps_segmenting_and_failures_stay_isolated(model, tmp_path: Path,  # noqa: F811
                                                                                   monkeypatch) -> None:
     """Four series, one worker, prefetch 1; a slow fake fetch (series 2 fails) and a slow fake segment
     (series 3 fails): series 2's fetch starts before series 1's segmentation ends, no fetch runs more

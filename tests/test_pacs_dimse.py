@@ -15,20 +15,13 @@ from medseg.pacs.errors import IncompleteSeriesError, PacsError
 from medseg.pacs.push import push_seg
 from medseg.pacs.query import query_series
 from medseg.pacs.retrieve import fetch_series
-from tests.pacs_fixtures import (DECUBITUS, TEST_PASSWORD, TS_SERIES, client, orthanc, orthanc_server,  # noqa: F401
-                                 series_files)
+from tests.pacs_fixtures import (DECUBITUS, TEST_PASSWORD, TS_SERIES, client, model, orthanc,  # noqa: F401
+                                 orthanc_server, series_files)
 
 pytest.importorskip("pynetdicom")
 pytestmark = [pytest.mark.slow, pytest.mark.apt]
 
 HFS = DECUBITUS / "HFS"
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from medseg.testing import make_random_export
-
-    return make_random_export(tmp_path_factory.mktemp("model") / "export", patch_size=(68, 68, 36), overlap=0.0)
 
 
 @pytest.fixture
