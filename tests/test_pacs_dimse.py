@@ -93,7 +93,8 @@ def test_c_get_incomplete_series_is_refused(orthanc, dimse, tmp_path: Path, monk
     orthanc.upload(*series_files(TS_SERIES))
     [ref] = query_series(dimse, where=["Modality=MR"])
     real = retrieve.list_instances
-    monkeypatch.setattr(retrieve, "list_instances", lambda c, r, **kw: real(c, r, **kw) + ["1.2.826.0.1.3680043.8.498.4243"])
+    extra = "1.2.826.0.1.3680043.8.498.4243"
+    monkeypatch.setattr(retrieve, "list_instances", lambda c, r, **kw: real(c, r, **kw) + [extra])
     with pytest.raises(IncompleteSeriesError, match="server returned 9/10 instances"):
         fetch_series(dimse, ref, tmp_path)
 

@@ -225,12 +225,16 @@ class _Pusher:
 def _write_info(out: Path, pacs: dict[str, Any], result: PacsBatchResult, model: str | os.PathLike[str],
                 model_info: Mapping[str, Any], options: Mapping[str, Any]) -> None:
     """``run.json``: the run's options and summary (the fields of run_batch's) plus the ``pacs`` facts."""
+    import inspect
+
     info: dict[str, Any] = {
         "model": str(Path(model).resolve()), "model_sha256": model_info.get("sha256"),
         "result_key": _result_key(model, out, options),
         "labels": {k: v for k, v in model_info.get("labels", {}).items() if str(k) != "0"},
         "input": None, "output": str(out.resolve()), "backend": options.get("backend", "local"),
         "workers": options.get("workers", 1), "formats": list(options.get("formats", ("nifti", "dicomseg"))),
+        "study_timeout_s": options.get("study_timeout",
+                                       inspect.signature(run_batch).parameters["study_timeout"].default),
         "started": pacs["started"], "finished": pacs["finished"], "elapsed_s": round(result.elapsed_s, 3),
         "studies": result.total, "skipped": result.skipped, "ok": result.count("ok"),
         "failed": result.count("failed"), "lost": result.count("lost"),
@@ -415,7 +419,7 @@ class _Prefetcher(threading.Thread):
                     raise self.auth_error
                 _fetch(self.client, ref, self.cache)
                 self.fetched.append(ref.series_uid)
-            except BaseException as exc:  # noqa: BLE001 - a series that cannot be fetched is recorded, the batch goes on
+            except BaseException as exc:  # noqa: BLE001 - a series not fetched is recorded, the batch goes on
                 if isinstance(exc, PacsAuthError) and self.auth_error is None:
                     self.auth_error = exc  # every later series is recorded failed without a request
                 state = {"status": "failed", "record": _failed(ref.series_uid, self.cache, exc,
@@ -485,16 +489,16 @@ def _segment(model: str | os.PathLike[str], client: Any, todo: Sequence[Any], ca
              batch_options: dict[str, Any]) -> _Prefetcher:
     """Fetch (a thread, ``prefetch`` series ahead of the workers) and segment (the backend's workers)
     at once; each record goes to the manifest, its SEG to the push thread, ``on_record`` hears of it."""
+    import inspect
+
     from medseg.batch.runner import _backend, append_or_note
 
     manifest = out / MANIFEST_NAME
     backend, workers = batch_options.pop("backend", "local"), batch_options.pop("workers", 1)
-    run_options = {k: batch_options.pop(k) for k in ("max_retries", "study_timeout", "scheduler")
-                   if k in batch_options}
+    defaults = inspect.signature(run_batch).parameters  # run_batch's own defaults (study_timeout 3600 s)
+    run_options = {k: batch_options.pop(k, defaults[k].default) for k in ("max_retries", "study_timeout", "scheduler")}
     if backend == "local":
-        run_options.pop("scheduler", None)
-    else:
-        run_options.pop("study_timeout", None)
+        run_options.pop("scheduler")
     func = functools.partial(segment_fetched, func=batch_options.pop("func", process_study))
     config = worker_config(model, out, input_dir=cache, workers=workers, **{
         k: v for k, v in batch_options.items() if k not in ("input_dir", "reference_dir", "prompt_masks")})

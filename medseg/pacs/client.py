@@ -320,4 +320,5 @@ class PacsClient:
                 "seconds": round(time.perf_counter() - start, 3), "studies_seen": len(studies)}
 
 
-__all__ = ["PacsClient", "ClientConfig", "check_uid", "is_loopback", "query_string", "RETRY_STATUS", "MULTIPART_DICOM_ANY"]
+__all__ = ["PacsClient", "ClientConfig", "check_uid", "is_loopback", "query_string", "RETRY_STATUS",
+           "MULTIPART_DICOM_ANY"]

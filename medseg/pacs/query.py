@@ -287,8 +287,8 @@ def _find_series(client: Any, params: Mapping[str, str], *, label: str, cap: int
     lost = {(_values(i, "SeriesInstanceUID") or [""])[0] for i in items} - set(merged)
     if lost:
         raise PacsError(f"series query for {_part_text(label, params, time_split)}: {len(lost)} series of the "
-                        "PACS's capped answer are in no StudyTime half (a study without StudyTime?); the query cannot be split; "
-                        "narrow it or raise the server's limit (Orthanc: LimitFindResults)")
+                        "PACS's capped answer are in no StudyTime half (a study without StudyTime?); the query "
+                        "cannot be split; narrow it or raise the server's limit (Orthanc: LimitFindResults)")
     return list(merged.values())
 
 
