@@ -226,3 +226,43 @@ def test_import_is_light_and_requests_go_only_to_the_pacs(monkeypatch: pytest.Mo
         for url in ("http://127.0.0.1:10/dicom-web/studies", "http://127.0.0.1:9/dicom-webX", "http://evil/x"):
             with pytest.raises(PacsError, match="refusing a request outside --pacs"):
                 c.request("GET", url)
+
+
+class _CappingArchive:
+    """A fake transport that answers like Orthanc 1.10 with a cap: at most ``cap`` series per query,
+    ``offset`` applied after the cap, StudyTime ranges matching no empty StudyTime."""
+
+    def __init__(self, times: list[str], cap: int) -> None:
+        self.cap, self.facts, self.calls = cap, {}, []
+        self.config = type("Config", (), {"result_cap": cap})()
+        self.items = [{"0020000D": {"vr": "UI", "Value": [f"1.2.826.0.1.3680043.8.498.5{n}"]},
+                       "0020000E": {"vr": "UI", "Value": [f"1.2.826.0.1.3680043.8.498.6{n}"]},
+                       "00080020": {"vr": "DA", "Value": ["20240302"]},
+                       "00080030": {"vr": "TM", **({"Value": [t]} if t else {})}} for n, t in enumerate(times)]
+
+    def find(self, level, params, *, page_size=100, max_pages=1000, **kw):  # noqa: ARG002
+        self.calls.append(params.get("StudyTime"))
+        low, _, high = (params.get("StudyTime") or "-").partition("-")
+        chosen = [i for i in self.items if "StudyTime" not in params or
+                  (i["00080030"].get("Value") and low <= i["00080030"]["Value"][0] <= high)]
+        return chosen[:self.cap]  # the cap before any offset: paging cannot reach past it
+
+
+def test_a_capped_day_is_halved_by_study_time_until_each_part_is_under_the_cap() -> None:
+    from medseg.pacs.query import query_series
+
+    times = ["000001", "063000.5", "120000", "120000.25", "235959.999"]  # fractions and both ends of the day
+    archive = _CappingArchive(times, cap=3)  # two in one second: under the cap, so never cut below it
+    refs = query_series(archive, where=["StudyDate=20240302"])
+    assert len(refs) == 5
+    assert archive.calls == [None, "000000-115959.999999", "120000-235959.999999", "120000-175959.999999",
+                             "180000-235959.999999"]
+    assert max(len(c or "") for c in archive.calls) <= len("000000-235959.999999")
+
+
+def test_a_capped_day_with_a_series_without_study_time_fails_rather_than_lose_it() -> None:
+    from medseg.pacs.query import query_series
+
+    archive = _CappingArchive(["", "080000", "090000", "100000"], cap=3)  # the first has no StudyTime
+    with pytest.raises(PacsError, match=r"the day: 1 series of the PACS's capped answer are in no StudyTime half"):
+        query_series(archive, where=["StudyDate=20240302"])
