@@ -66,7 +66,8 @@ def batch(
     dry_run: bool = typer.Option(False, "--dry-run", help="List the studies found (with --pacs: the series) and exit."),
     as_json: bool = typer.Option(False, "--json", help="With --dry-run: print JSON."),
     pacs: Optional[str] = typer.Option(
-        None, "--pacs", help="DICOMweb root URL: take the studies from this PACS instead of --input.",
+        None, "--pacs", help="DICOMweb root URL (https://host/dicom-web) or DIMSE service dicom://AE_TITLE@host:port: "
+        "take the studies from this PACS instead of --input.",
         rich_help_panel="PACS"),
     where: list[str] = typer.Option(
         [], "--where", help="With --pacs: KEY=VALUE DICOM matching key (repeatable), e.g. Modality=CT.",
@@ -76,7 +77,8 @@ def batch(
     series_file: Optional[Path] = typer.Option(
         None, "--series-file", help="With --pacs: a file of SeriesInstanceUIDs, one per line (# comments).",
         rich_help_panel="PACS"),
-    push: bool = typer.Option(False, "--push", help="With --pacs: STOW-RS each DICOM-SEG to its study, verified.",
+    push: bool = typer.Option(False, "--push", help="With --pacs: send each DICOM-SEG to its study (STOW-RS or "
+                              "C-STORE), verified.",
                               rich_help_panel="PACS"),
     max_series: int = typer.Option(200, "--max-series", help="With --pacs: refuse a query matching more series.",
                                    rich_help_panel="PACS"),
@@ -87,13 +89,19 @@ def batch(
     auth_file: Optional[Path] = typer.Option(
         None, "--auth-file", help="With --pacs: 0600 file with user:password (basic) or the token (bearer).",
         rich_help_panel="PACS"),
-    insecure_http: bool = typer.Option(False, "--insecure-http", help="With --pacs: allow http:// to a host that "
-                                       "is not loopback.", rich_help_panel="PACS"),
+    insecure_http: bool = typer.Option(False, "--insecure-http", help="With --pacs: allow http:// or dicom:// to a "
+                                       "host that is not loopback (unencrypted).", rich_help_panel="PACS"),
+    calling_ae: Optional[str] = typer.Option(
+        None, "--calling-ae", help="With a dicom:// --pacs: medseg's AE title, registered there as a modality "
+        "(default MEDSEG, or $MEDSEG_PACS_CALLING_AE).", rich_help_panel="PACS"),
+    prefetch: int = typer.Option(1, "--prefetch", min=0, max=64, help="With --pacs: series fetched ahead of the workers while they "
+                                 "segment (0: fetch and segment in turn).", rich_help_panel="PACS"),
 ) -> None:
     """Segment every study under a folder, or the series a PACS query selects (--pacs); one manifest line per
     study; exit status 1 if any failed."""
     pacs_given = {"--where": where, "--series": series, "--series-file": series_file, "--push": push,
-                  "--keep-cache": keep_cache, "--auth-file": auth_file, "--insecure-http": insecure_http}
+                  "--keep-cache": keep_cache, "--auth-file": auth_file, "--insecure-http": insecure_http,
+                  "--calling-ae": calling_ae}
     if pacs is None and any(pacs_given.values()):
         raise typer.BadParameter(f"{', '.join(k for k, v in pacs_given.items() if v)} need(s) --pacs",
                                  param_hint="'--pacs'")
@@ -110,7 +118,8 @@ def batch(
     if pacs is not None:
         _pacs_batch(console, model, pacs, output, where=where, series=series, series_file=series_file, push=push,
                     max_series=max_series, keep_cache=keep_cache, auth=auth, auth_file=auth_file,
-                    insecure_http=insecure_http, dry_run=dry_run, as_json=as_json, options=options)
+                    insecure_http=insecure_http, calling_ae=calling_ae, prefetch=prefetch, dry_run=dry_run,
+                    as_json=as_json, options=options)
         return
     if dry_run:
         from medseg.batch.discover import discover_studies, format_listing
@@ -146,8 +155,8 @@ def batch(
 
 def _pacs_batch(console: Any, model: Path, pacs: str, output: Path, *, where: list[str], series: list[str],
                 series_file: Optional[Path], push: bool, max_series: int, keep_cache: bool, auth: str,
-                auth_file: Optional[Path], insecure_http: bool, dry_run: bool, as_json: bool,
-                options: dict[str, Any]) -> None:
+                auth_file: Optional[Path], insecure_http: bool, calling_ae: Optional[str], prefetch: int,
+                dry_run: bool, as_json: bool, options: dict[str, Any]) -> None:
     """``medseg batch --pacs``: :func:`medseg.batch.pacs_source.run_pacs_batch` with a progress bar."""
     from medseg.batch.pacs_source import read_series_file, run_pacs_batch, select_series
     from medseg.cli.pacs_cmds import _client
@@ -156,7 +165,7 @@ def _pacs_batch(console: Any, model: Path, pacs: str, output: Path, *, where: li
         raise typer.BadParameter("--reference and --prompt-masks need --input (matched by file path)",
                                  param_hint="'--pacs'")
     uids = [*series, *(read_series_file(series_file) if series_file else [])]
-    with _client(pacs, auth, auth_file, insecure_http) as client:
+    with _client(pacs, auth, auth_file, insecure_http, calling_ae) as client:
         if dry_run:
             refs, missing = select_series(client, where=where, series=uids, max_series=max_series)
             rows = [r.to_dict() for r in refs] + [{"series_uid": u, "error": str(e)} for u, e in missing]
@@ -169,7 +178,8 @@ def _pacs_batch(console: Any, model: Path, pacs: str, output: Path, *, where: li
         progress, on_start, on_record = rich_progress(console)
         with progress:
             result = run_pacs_batch(model, client, output, where=where, series=uids, max_series=max_series,
-                                    push=push, keep_cache=keep_cache, on_start=on_start, on_record=on_record,
+                                    push=push, keep_cache=keep_cache, prefetch=prefetch, on_start=on_start,
+                                    on_record=on_record,
                                     **{k: v for k, v in options.items() if k not in ("reference_dir", "prompt_masks")})
     table = summary_table(result)
     table.add_row("series selected", str(result.series))
