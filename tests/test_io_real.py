@@ -269,3 +269,27 @@ def test_simpleitk_fallback_prints_no_pydicom_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr and 'File "' not in proc.stderr, proc.stderr
     assert "decoded with SimpleITK" in proc.stderr  # one INFO line says what happened
+
+
+NIBABEL_DATA = Path(__import__("nibabel").__file__).parent / "tests" / "data"
+
+
+@pytest.mark.parametrize("name", ["anatomical.nii", "reoriented_anat_moved.nii", "resampled_anat_moved.nii",
+                                  "standard.nii.gz", "functional.nii", "example4d.nii.gz"])
+def test_nibabel_test_niftis_load_as_nibabel_reads_them(name: str) -> None:
+    """nibabel's own test files (big-endian int16 and float32, gzip, scaled 4D): medseg's reader, which
+    keeps the file's layout and reads it without a memory map, gives nibabel's values and affine;
+    4D files with more than one volume, and files with NaN voxels, are refused naming the file."""
+    import nibabel as nib
+
+    path = NIBABEL_DATA / name
+    img = nib.load(str(path))
+    if len(img.shape) > 3 or not np.isfinite(img.get_fdata()).all():
+        with pytest.raises(InputError, match=name):
+            load(path)
+        return
+    vol = load(path)
+    assert vol.shape == img.shape
+    np.testing.assert_array_equal(np.asarray(vol.array, dtype=np.float64), img.get_fdata())
+    np.testing.assert_allclose(vol.affine, img.affine)
+    assert not isinstance(vol.array, np.memmap)
