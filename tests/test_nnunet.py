@@ -377,3 +377,27 @@ def test_linear_labels_equal_the_channel_by_channel_argmax(grid, shape, current,
     inside = linear_labels(region, shape, current, new, order=1, order_z=0, decide=positive, max_band_share=1.0)
     expected = resample_channel(region[0], shape, current, new, order=1, order_z=0).astype(np.float16) > 0
     np.testing.assert_array_equal(inside, expected)
+
+
+@pytest.mark.parametrize("grid, shape, current, new", [
+    ((14, 18, 16), (31, 40, 35), (1.0, 1.0, 1.0), (0.45, 0.45, 0.45)),  # upsampling, edges clipped
+    ((10, 24, 24), (37, 30, 50), (4.0, 1.0, 1.0), (1.1, 0.8, 0.48)),    # anisotropic: nearest along z
+])
+def test_linear_labels_two_channel_band_equals_every_channel(grid, shape, current, new):
+    """Smooth logits as a trained model gives (each class falls off with the distance to its centre):
+    along two-class boundaries only the two leading channels are interpolated, at junctions and
+    near-ties every channel, and the labels equal the argmax of every channel resampled in full."""
+    from medseg.inference.nnunet import linear_labels, resample_channel
+
+    rng = np.random.default_rng(1)
+    axes = np.meshgrid(*[np.linspace(0, 1, g) for g in grid], indexing="ij")
+    centres = rng.random((7, 3))
+    logits = np.stack([-12 * sum((ax - c) ** 2 for ax, c in zip(axes, centre)) for centre in centres])
+    logits[3] = logits[2] + rng.normal(0, 2e-3, grid)  # a near-tie of two channels across the whole volume
+    logits += rng.normal(0, 0.05, logits.shape)
+    logits = logits.astype(np.float16)
+    full = np.stack([resample_channel(logits[c], shape, current, new, order=1, order_z=0) for c in range(7)])
+    stats: dict[str, int] = {}
+    fast = linear_labels(logits, shape, current, new, order=1, order_z=0, max_band_share=1.0, stats=stats)
+    np.testing.assert_array_equal(fast, full.astype(np.float16).argmax(0))
+    assert 0 < stats["pair_band"] < stats["band"]  # both the two-channel and the every-channel path ran

@@ -16,7 +16,8 @@ the same dtypes so that probabilities agree to float16 rounding:
 4. logits resampled back to the cropped input grid (linear, separate coarse axis as above)
    and reduced to labels: for softmax models by :func:`linear_labels`, which takes the
    model-grid argmax wherever the interpolation's whole 2x2x2 block agrees (exact for linear
-   resampling) and interpolates every channel only in the band where it does not; for region
+   resampling) and interpolates only in the band where it does not: the block's two leading
+   channels where a bound shows no other can win, every channel elsewhere; for region
    models the same per region on the sign of its logit, painting ``regions_class_order`` where
    the sigmoid exceeds 0.5; with probabilities asked for, *one channel at a time* in full.
    Then un-cropped and transposed back. All classes at the input's
@@ -178,24 +179,9 @@ def _argmax(values: np.ndarray) -> np.ndarray:
     return values.argmax(0)
 
 
-def _top_margin(values: np.ndarray) -> np.ndarray:
-    """Per voxel: the gap between the largest and the second largest channel (float32)."""
-    top1 = np.full(values.shape[1:], -np.inf, dtype=np.float32)
-    top2 = top1.copy()
-    for channel in values:
-        v = channel.astype(np.float32, copy=False)
-        np.maximum(top2, np.minimum(top1, v), out=top2)
-        np.maximum(top1, v, out=top1)
-    return top1 - top2
-
-
 def positive(values: np.ndarray) -> np.ndarray:
     """``values[0] > 0`` as 0/1: a region's decision (sigmoid above 0.5) for :func:`linear_labels`."""
     return (values[0] > 0).astype(np.uint8)
-
-
-def _abs_margin(values: np.ndarray) -> np.ndarray:
-    return np.abs(values[0].astype(np.float32, copy=False))
 
 
 #: a model-grid voxel whose decision margin is below this (absolute, plus the same relative to the
@@ -205,9 +191,114 @@ MARGIN_ABS, MARGIN_REL = 1e-2, 4e-3
 MAX_BAND_SHARE = 0.3
 
 
+class _Decisions:
+    """Per model-grid voxel of ``[C, *grid]`` logits: the decision (``labels``), whether it is clear,
+    and for argmax models the three largest logits (``top``, float32, descending), the channels of the
+    two largest (``lead``) and the margin a decision needs there (``need``).
+
+    Margins are float32 differences of the float16 logits; "clear" means above ``need`` =
+    :data:`MARGIN_ABS` + :data:`MARGIN_REL` x the voxel's largest absolute logit.
+    """
+
+    def __init__(self, logits: np.ndarray, decide: Any) -> None:
+        self.top = self.lead = self.need = None
+        if decide is not _argmax or logits.shape[0] < 3:
+            self.labels = decide(logits)
+            if decide is _argmax and logits.shape[0] == 2:
+                gap = np.abs(logits[0].astype(np.float32) - logits[1])
+                scale = np.abs(logits).max(axis=0).astype(np.float32)
+            else:
+                gap = scale = np.abs(logits[0].astype(np.float32))
+            self.clear = gap > MARGIN_ABS + MARGIN_REL * scale
+            return
+        import torch
+
+        x = torch.from_numpy(logits)
+        values, index = torch.topk(x, 3, dim=0)  # ties may come in any order: a tie is never clear
+        self.top = values.float().numpy()
+        largest_abs = torch.maximum(values[0].abs(), x.amin(0).float().abs())  # no |x| copy of every channel
+        self.need = (MARGIN_ABS + MARGIN_REL * largest_abs).numpy()
+        self.lead = index[:2].to(torch.int16).numpy()
+        self.labels = self.lead[0]
+        self.clear = self.top[0] - self.top[1] > self.need
+
+
+def _pair_blocks(logits: np.ndarray, d: _Decisions, blocks: np.ndarray, lo: np.ndarray,
+                 hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For the blocks with low corners ``blocks`` (flat model-grid indices) whose lowest and highest
+    label are ``lo``/``hi``: two candidate channels ``first < second`` per block (``lo`` and ``hi``,
+    or the label and the runner-up of the low corner where they agree), ``others [8, n]`` (float32),
+    the largest logit of every other channel at each of the block's 2x2x2 voxels (corner ``4i+2j+k``
+    at offset ``(i, j, k)``, clipped to the grid), and the largest ``need`` among those voxels."""
+    grid = logits.shape[1:]
+    at = np.unravel_index(blocks, grid)
+    lead0, lead1 = d.lead[0].reshape(-1), d.lead[1].reshape(-1)
+    runner_up = np.where(lead0[blocks] == lo, lead1[blocks], lead0[blocks])
+    hi = np.where(lo == hi, runner_up, hi).astype(np.int64)
+    first, second = np.minimum(lo, hi), np.maximum(lo, hi)
+    top, need = d.top.reshape(3, -1), d.need.reshape(-1)
+    others = np.empty((8, blocks.size), dtype=np.float32)
+    need_max = np.zeros(blocks.size, dtype=np.float32)
+    for n, offset in enumerate(itertools.product((0, 1), repeat=3)):
+        corner = np.ravel_multi_index(tuple(np.minimum(at[a] + offset[a], grid[a] - 1) for a in range(3)), grid)
+        out0 = (lead0[corner] != first) & (lead0[corner] != second)
+        out1 = (lead1[corner] != first) & (lead1[corner] != second)
+        others[n] = np.where(out0, top[0, corner], np.where(out1, top[1, corner], top[2, corner]))
+        np.maximum(need_max, need[corner], out=need_max)
+    return first, second, others, need_max
+
+
+def _corners(where: tuple[np.ndarray, ...], taps: list, strides: tuple[int, ...]):  # noqa: ANN202 - a generator
+    """Per corner of the linear interpolation at output voxels ``where``: ``(weight, flat model-grid
+    index, corner number 4i+2j+k of its offset from the low corner)``, weights as :func:`resample_channel`'s."""
+    n = where[0].size
+    axes = [(taps[a][0][where[a]], taps[a][1][where[a]], taps[a][2][where[a]]) for a in range(3)]
+    for corner in itertools.product((0, 1), repeat=3):
+        weight = np.ones(n, dtype=np.float64)
+        flat = np.zeros(n, dtype=np.int64)
+        number = np.zeros(n, dtype=np.int64)
+        for a, ((lo, hi, w), bit) in enumerate(zip(axes, corner)):
+            weight *= w if bit else 1 - w
+            flat += (hi if bit else lo) * strides[a]
+            if bit:
+                number += (hi - lo) << (2 - a)
+        if weight.any():
+            yield weight, flat, number
+
+
+def _interpolate(flat_logits: np.ndarray, where: tuple[np.ndarray, ...], taps: list,
+                 strides: tuple[int, ...]) -> np.ndarray:
+    """Float64 values ``[C, n]`` of every channel at output voxels ``where``."""
+    total = np.zeros((flat_logits.shape[0], where[0].size), dtype=np.float64)
+    for weight, flat, _ in _corners(where, taps, strides):
+        total += np.take(flat_logits, flat, axis=1) * weight
+    return total
+
+
+def _pair_labels(flat_logits: np.ndarray, where: tuple[np.ndarray, ...], taps: list, strides: tuple[int, ...],
+                 first: np.ndarray, second: np.ndarray, others: np.ndarray,
+                 need_max: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels at output voxels ``where`` from the two candidate channels of their blocks, and where
+    they hold: every other channel's interpolated value (at most ``others`` mixed with the same
+    weights) stays below the larger candidate's by the block's ``need_max``, which float16 rounding
+    cannot close, so the float16 argmax over all channels is one of the two (``first`` on ties)."""
+    n = where[0].size
+    a, b, upper = (np.zeros(n, dtype=np.float64) for _ in range(3))
+    values, size = flat_logits.reshape(-1), flat_logits.shape[1]
+    first_at, second_at, others_at = first * size, second * size, np.arange(n)  # flat offsets
+    others = others.reshape(-1)
+    for weight, flat, number in _corners(where, taps, strides):
+        a += values[first_at + flat] * weight
+        b += values[second_at + flat] * weight
+        upper += others[others_at + number * n] * weight
+    holds = upper < np.maximum(a, b) - need_max
+    return np.where(a.astype(np.float16) >= b.astype(np.float16), first, second), holds
+
+
 def linear_labels(logits: np.ndarray, shape: Sequence[int], current: Sequence[float], new: Sequence[float], *,
                   order: int, order_z: int, force_separate_z: bool | None = None,
-                  decide: Any = _argmax, max_band_share: float = MAX_BAND_SHARE) -> np.ndarray | None:
+                  decide: Any = _argmax, max_band_share: float = MAX_BAND_SHARE,
+                  stats: dict[str, int] | None = None) -> np.ndarray | None:
     """The argmax over channels (or another ``decide``) of ``logits [C, *grid]`` resampled to ``shape``
     by :func:`resample_channel` and rounded to float16 (as the channel-by-channel path does), without
     resampling every channel at full size; ``None`` when this does not pay or does not hold: the
@@ -218,10 +309,12 @@ def linear_labels(logits: np.ndarray, shape: Sequence[int], current: Sequence[fl
     block of input values, with the same weights for every channel. Where every voxel of the block
     has the same argmax ``c`` with a margin above :data:`MARGIN_ABS` (+ :data:`MARGIN_REL` x its value),
     ``c`` stays the argmax of any convex combination with at least that margin, which float16 rounding
-    cannot close, so those output voxels take it directly. Only voxels of the other blocks (a band
-    along the boundaries and near-ties) get every channel interpolated with the weights of
-    :func:`resample_channel`, rounded to float16, and decided as that path does (first channel on ties).
-    The same holds for ``decide=positive`` on one channel (the sign of a convex mix of same-sign values).
+    cannot close, so those output voxels take it directly. The other output voxels (a band along the
+    boundaries and near-ties) are interpolated with the weights of :func:`resample_channel`, rounded to
+    float16 and decided as that path does (first channel on ties): first only the block's two
+    candidate channels, with a bound on every other (:func:`_pair_labels`; a boundary between two
+    classes), and every channel where that bound does not exclude the others. The same holds for ``decide=positive`` on one channel (the sign of a convex mix of
+    same-sign values). ``stats``, when given, receives the ``band`` and ``pair_band`` voxel counts.
     """
     from scipy import ndimage
 
@@ -231,47 +324,55 @@ def linear_labels(logits: np.ndarray, shape: Sequence[int], current: Sequence[fl
     grid = logits.shape[1:]
     axis = separate_axis(current, new, force_separate_z)
     taps = [_axis_taps(grid[a], shape[a], linear=(order == 1) if a != axis else (order_z == 1)) for a in range(3)]
-    labels = decide(logits)
     budget = max_band_share * float(np.prod(shape))
+    # a block is a voxel and its +1 neighbour on each axis where the taps are two apart
+    size = [2 if not np.array_equal(t[0], t[1]) else 1 for t in taps]
+    origin = [-1 if n == 2 else 0 for n in size]
 
     def gather(volume: np.ndarray) -> np.ndarray:  # volume[low taps] at every output voxel, axis by axis
         return volume.take(taps[0][0], 0).take(taps[1][0], 1).take(taps[2][0], 2)
 
-    # a block is uniform when its lowest and highest label agree and every voxel of it is clear; block =
-    # voxel and its +1 neighbour on each axis where the taps are two apart
-    size = [2 if not np.array_equal(t[0], t[1]) else 1 for t in taps]
-    origin = [-1 if n == 2 else 0 for n in size]
-    same = ndimage.maximum_filter(labels, size=size, origin=origin, mode="nearest") == ndimage.minimum_filter(
-        labels, size=size, origin=origin, mode="nearest")
+    d = _Decisions(logits, decide)
+    lowest = ndimage.minimum_filter(d.labels, size=size, origin=origin, mode="nearest")
+    highest = ndimage.maximum_filter(d.labels, size=size, origin=origin, mode="nearest")
+    same = lowest == highest
     if np.count_nonzero(~gather(same)) > budget:  # mixed blocks alone overflow the band: no margins needed
         return None
-    margin = (_abs_margin if decide is positive else _top_margin)(logits)
-    scale = np.abs(logits).max(axis=0).astype(np.float32) if decide is _argmax else np.abs(logits[0]).astype(np.float32)
-    clear = margin > MARGIN_ABS + MARGIN_REL * scale
-    uniform = same & ndimage.minimum_filter(clear, size=size, origin=origin, mode="nearest")
-    del same, margin, scale, clear
-
-    todo = np.flatnonzero(~gather(uniform))
+    mixed = ~(same & ndimage.minimum_filter(d.clear, size=size, origin=origin, mode="nearest"))
+    del same
+    todo = np.flatnonzero(gather(mixed))
     if todo.size > budget:
         return None
-    out = gather(labels).astype(np.uint16 if logits.shape[0] > 255 else np.uint8)
+    block_of = None
+    if d.top is not None:  # per mixed block: two candidate channels and the bound on the others
+        blocks = np.flatnonzero(mixed)
+        first, second, others, need_max = _pair_blocks(logits, d, blocks, lowest.reshape(-1)[blocks].astype(np.int64),
+                                                       highest.reshape(-1)[blocks].astype(np.int64))
+        block_of = np.full(mixed.size, -1, dtype=np.int64 if blocks.size >= 2**31 else np.int32)
+        block_of[blocks] = np.arange(blocks.size)
+    del mixed, lowest, highest
+    out = gather(d.labels).astype(np.uint16 if logits.shape[0] > 255 else np.uint8)
     flat_logits = logits.reshape(logits.shape[0], -1)
     strides = (grid[1] * grid[2], grid[2], 1)
+    flat_out = out.reshape(-1)
+    pairs = 0
     for start in range(0, todo.size, CHUNK_VOXELS):  # bounded memory: CHUNK_VOXELS x channels at a time
-        where = np.unravel_index(todo[start:start + CHUNK_VOXELS], shape)
-        total = np.zeros((logits.shape[0], where[0].size), dtype=np.float64)
-        for corner in itertools.product((0, 1), repeat=3):
-            weight = np.ones(where[0].size, dtype=np.float64)
-            flat = np.zeros(where[0].size, dtype=np.int64)
-            for a, bit in enumerate(corner):
-                lo, hi, w = taps[a]
-                j = where[a]
-                weight *= w[j] if bit else 1 - w[j]
-                flat += (hi[j] if bit else lo[j]) * strides[a]
-            if not weight.any():
-                continue
-            total += np.take(flat_logits, flat, axis=1) * weight
-        out.reshape(-1)[todo[start:start + CHUNK_VOXELS]] = decide(total.astype(np.float16))
+        chunk = todo[start:start + CHUNK_VOXELS]
+        where = np.unravel_index(chunk, shape)
+        rest = np.ones(chunk.size, bool)
+        if block_of is not None:
+            low = sum(taps[a][0][where[a]] * strides[a] for a in range(3))
+            bid = block_of[low]
+            labels, rest = _pair_labels(flat_logits, where, taps, strides, first[bid], second[bid],
+                                        others[:, bid], need_max[bid])
+            rest = ~rest
+            flat_out[chunk[~rest]] = labels[~rest]
+            pairs += int(chunk.size - np.count_nonzero(rest))
+        if rest.any():
+            sub = tuple(w[rest] for w in where)
+            flat_out[chunk[rest]] = decide(_interpolate(flat_logits, sub, taps, strides).astype(np.float16))
+    if stats is not None:
+        stats.update(band=int(todo.size), pair_band=pairs)
     return out
 
 
