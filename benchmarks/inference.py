@@ -315,6 +315,9 @@ def bench_memory(args: argparse.Namespace, work: Path) -> None:
     # the fixed cost (interpreter, torch, the model) measured by the same command on a 16x16x8 image
     _, fixed = _peak_child_mb(medseg + ["predict", "--model", str(model), "-i", str(small),
                                         "-o", str(work / "memory_fixed"), "--device", args.device])
+    # what the fixed cost is made of: the libraries' own import, each in a fresh interpreter
+    _, torch_mb = _peak_child_mb([sys.executable, "-c", "import torch"])
+    _, monai_mb = _peak_child_mb([sys.executable, "-c", "import torch, monai.networks.nets"])
     rows = []
     for name, cmd in (
         ("medseg predict (NIfTI)", medseg + ["predict", "--model", str(model), "-i", str(path),
@@ -334,6 +337,8 @@ def bench_memory(args: argparse.Namespace, work: Path) -> None:
     print(f"batch / predict peak: {batch_mb / predict_mb:.2f} (target within 1.10); "
           f"predict peak / input: {predict_mb / input_mb:.2f}, above the fixed cost: "
           f"{(predict_mb - fixed) / input_mb:.2f} (target under 4)")
+    print(f"of the fixed cost {fixed:.0f} MB: `import torch` alone peaks at {torch_mb:.0f} MB, `import torch, "
+          f"monai.networks.nets` at {monai_mb:.0f} MB ({monai_mb / input_mb:.2f}x the input before any work)")
 
 
 def main() -> None:
