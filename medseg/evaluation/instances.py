@@ -34,6 +34,7 @@ import numpy as np
 
 from medseg.data.instance_datasets import (
     PREDICTION_SUFFIX,
+    InstanceImage,
     coco_annotation_mask,
     coco_body,
     load_instance_dataset,
@@ -71,9 +72,8 @@ def _rle(mask: np.ndarray) -> dict[str, Any]:
 
 
 def reference_coco(ref: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, int]]:
-    """``(COCO ground-truth dict, {stem: image id})`` of a COCO JSON or an instance dataset folder."""
-    from pycocotools import mask as mask_utils
-
+    """``(COCO ground-truth dict, {stem: image id})`` of a COCO JSON or an instance dataset folder
+    (:func:`items_coco`)."""
     path = Path(ref)
     if path.is_file() and path.suffix.lower() == ".json":
         data, images = coco_body(path)
@@ -85,8 +85,18 @@ def reference_coco(ref: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[st
                 ann["area"] = float(coco_annotation_mask(ann, entry["height"], entry["width"], str(path)).sum())
         return data, {Path(e["file_name"]).stem: i for i, e in images.items()}
     ds = load_instance_dataset(path, check_images=False)
+    return items_coco(ds.items, ds.class_names)
+
+
+def items_coco(items: list[InstanceImage], class_names: dict[int, str]) -> tuple[dict[str, Any], dict[str, int]]:
+    """``(COCO ground-truth dict, {stem: image id})`` of instance dataset items: images numbered 1, 2, ... by
+    stem, one RLE annotation per non-empty instance (``iscrowd`` from :attr:`Instance.crowd`), the categories
+    ``class_names`` and any other class present. The reference of ``evaluate-images --task instance`` on a
+    dataset folder and of the validation of instance training."""
+    from pycocotools import mask as mask_utils
+
     images_out, anns, stems = [], [], {}
-    for n, item in enumerate(sorted(ds.items, key=lambda i: i.stem), 1):
+    for n, item in enumerate(sorted(items, key=lambda i: i.stem), 1):
         stems[item.stem] = n
         images_out.append({"id": n, "file_name": item.image.name, "height": item.size[0], "width": item.size[1]})
         for inst in item.read():
@@ -96,9 +106,30 @@ def reference_coco(ref: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[st
             anns.append({"id": len(anns) + 1, "image_id": n, "category_id": int(inst.class_id), "segmentation": rle,
                          "area": float(inst.mask.sum()), "bbox": [float(v) for v in mask_utils.toBbox(rle)],
                          "iscrowd": int(inst.crowd)})
-    cats = sorted(set(ds.class_names) | {a["category_id"] for a in anns})
+    cats = sorted(set(class_names) | {a["category_id"] for a in anns})
     return ({"images": images_out, "annotations": anns,
-             "categories": [{"id": c, "name": ds.class_names.get(c, str(c))} for c in cats]}, stems)
+             "categories": [{"id": c, "name": class_names.get(c, str(c))} for c in cats]}, stems)
+
+
+def segment_results(image_id: int, ids: np.ndarray, info: dict[int, tuple[int, float | None]], *,
+                    where: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """COCO results of one image's segment prediction: ``ids [H, W]`` and ``{id: (class, score)}`` (as
+    :func:`~medseg.data.instance_datasets.read_instance_prediction` gives), one RLE result per non-empty id
+    in id order, each with its ``"pred_id"``.
+
+    Raises:
+        InputError: an instance without a score (``where`` named; AP ranks by score).
+    """
+    results = []
+    for inst, (cls, score) in sorted(info.items()):
+        mask = ids == inst
+        if not mask.any():
+            continue
+        if score is None:
+            raise InputError(f"{where}: instance {inst} has no score; AP ranks by score")
+        results.append({"image_id": image_id, "category_id": cls, "segmentation": _rle(mask), "score": score,
+                        "pred_id": inst})
+    return results
 
 
 def prediction_results(pred: str | os.PathLike[str], gt: dict[str, Any], stems: dict[str, int],
@@ -132,14 +163,9 @@ def prediction_results(pred: str | os.PathLike[str], gt: dict[str, Any], stems: 
         if ids.shape != sizes[stems[stem]]:
             raise InputError(f"{png}: {ids.shape[1]}x{ids.shape[0]} but its reference image is "
                              f"{sizes[stems[stem]][1]}x{sizes[stems[stem]][0]} (W x H); predict at full resolution")
-        for inst, (cls, score) in sorted(info.items()):
-            mask = ids == inst
-            if not mask.any():
-                continue
-            if score is None:
-                raise InputError(f"{png.with_suffix('.json')}: instance {inst} has no score; AP ranks by score")
-            results.append({"image_id": stems[stem], "category_id": cls, "segmentation": _rle(mask), "score": score})
-            where.append({"image": stem, "pred_id": inst})
+        for result in segment_results(stems[stem], ids, info, where=png.with_suffix(".json")):
+            where.append({"image": stem, "pred_id": result.pop("pred_id")})
+            results.append(result)
     unmatched = sorted(files[s].name for s in files if s not in stems)
     return results, where, unmatched, sorted(s for s in stems if s not in files)
 
@@ -272,6 +298,6 @@ def evaluate_instances(pred: str | os.PathLike[str], ref: str | os.PathLike[str]
     return InstanceEvaluationResult(summary, rows, instances, files, unmatched_pred, unmatched_ref)
 
 
-__all__ = ["evaluate_instances", "reference_coco", "prediction_results", "per_class_ap",
+__all__ = ["evaluate_instances", "reference_coco", "items_coco", "segment_results", "prediction_results", "per_class_ap",
            "matched_instances", "boundary_iou_of_pair", "InstanceEvaluationResult", "CSV_COLUMNS",
            "INSTANCE_COLUMNS"]

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import InputError
+from medseg.models.apply2d import ordered_segments
 
 
 def check_folders(input_dir: str | Path, output_dir: str | Path) -> tuple[Path, Path]:
@@ -59,20 +60,6 @@ def write_segments(out: Path, stem: str, ids: np.ndarray, table: list[dict[str, 
     write_text_atomic(target.with_suffix(".json"), json.dumps({"instances": table}, indent=1) + "\n")
     save_mask(out / f"{stem}.png", semantic.astype(np.uint8 if semantic.max(initial=0) < 256 else np.uint16))
     return target
-
-
-def ordered_segments(masks: list[np.ndarray], classes: list[int], scores: list[float], shape: tuple[int, int],
-                     ) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """``(ids [H, W] uint16, table)`` of boolean ``masks`` with their classes and scores: ids 1, 2, ... in
-    decreasing score, the higher score winning an overlap; segments left without a pixel are dropped."""
-    order = sorted(range(len(masks)), key=lambda n: -scores[n])
-    ids = np.zeros(shape, np.uint16)
-    for rank in range(len(order) - 1, -1, -1):  # lowest score first: the higher score wins an overlap
-        ids[masks[order[rank]]] = rank + 1
-    present = set(np.unique(ids).tolist())
-    table = [{"id": rank + 1, "class": int(classes[n]), "score": round(float(scores[n]), 5)}
-             for rank, n in enumerate(order) if rank + 1 in present]
-    return ids, table
 
 
 def segment_folder(input_dir: Path, output_dir: Path, segment: Callable[[np.ndarray], tuple[np.ndarray, list]],

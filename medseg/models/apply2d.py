@@ -146,4 +146,22 @@ def image_tensor(image: np.ndarray, normalization: dict[str, Any] | None, in_cha
                                 dtype=np.float32)
 
 
-__all__ = ["MODES", "fit_channels", "pad_to_multiple", "check_mode", "image_logits", "image_tensor"]
+def ordered_segments(masks: list[np.ndarray], classes: list[int], scores: list[float], shape: tuple[int, int],
+                     ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """``(ids [H, W] uint16, table)`` of boolean ``masks`` with their classes and scores: ids 1, 2, ... in
+    decreasing score, the higher score winning an overlap; segments left without a pixel are dropped.
+
+    The one ordering of segment predictions (``predict-images`` of instance / panoptic exports and the
+    validation of instance training)."""
+    order = sorted(range(len(masks)), key=lambda n: -scores[n])
+    ids = np.zeros(shape, np.uint16)
+    for rank in range(len(order) - 1, -1, -1):  # lowest score first: the higher score wins an overlap
+        ids[masks[order[rank]]] = rank + 1
+    present = set(np.unique(ids).tolist())
+    table = [{"id": rank + 1, "class": int(classes[n]), "score": round(float(scores[n]), 5)}
+             for rank, n in enumerate(order) if rank + 1 in present]
+    return ids, table
+
+
+__all__ = ["MODES", "fit_channels", "pad_to_multiple", "check_mode", "image_logits", "image_tensor",
+           "ordered_segments"]

@@ -17,9 +17,16 @@ cross-entropy, mask BCE + Dice on sampled points) with mask/class labels built f
 transformers' ``convert_segmentation_map_to_binary_masks(_fast)`` (one binary mask per class present;
 ignored pixels are in no mask). The image processor never resizes: medseg's transforms do that.
 
+``instance_loss(x, instances, classes)`` is the same loss with one target per object: an instance map
+``[B, H, W]`` (0 = no object: background, crowd regions and padding, which are in no target mask, as
+detectron2's Mask2Former drops crowd annotations) and per image the class of each instance id; it trains
+the instance task (:mod:`medseg.training.instances`).
+
 ``task`` (``semantic``, ``instance``, ``panoptic``) is recorded in the export and picks the
 post-processing of ``medseg predict-images`` (:mod:`medseg.inference.mask2former` for the two
-segment tasks: ``post_process_instance_segmentation`` / ``post_process_panoptic_segmentation``).
+segment tasks); :func:`segments` is that post-processing for one image (``post_process_instance_segmentation``
+with one binary map per segment, the higher score winning an overlap, or ``post_process_panoptic_segmentation``),
+shared by ``predict-images`` and the validation of instance training.
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ log = logging.getLogger(__name__)
 MASK2FORMER_STRIDE = 32
 #: what ``task`` may be (the post-processing of ``predict-images``)
 MASK2FORMER_TASKS = ("semantic", "instance", "panoptic")
+#: transformers' default score threshold of a kept query
+THRESHOLD = 0.5
 #: a Mask2Former small enough for tests and CPU minutes (random init)
 TINY_CONFIG: dict[str, Any] = {
     "in_channels": 1, "out_channels": 3,
@@ -118,6 +127,18 @@ def _net_class() -> type:
                 classes.append(labels.to(device=x.device, dtype=torch.long))
             return self.model(pixel_values=x, mask_labels=masks, class_labels=classes).loss
 
+        def instance_loss(self, x: torch.Tensor, instances: torch.Tensor, classes: list[torch.Tensor]) -> torch.Tensor:
+            """transformers' Mask2Former loss with one target mask per object: ``instances [B, H, W]`` integer
+            instance ids (0 = no object) and ``classes[b][i]``, the class of id ``i`` of image ``b``
+            (index 0 unused). Ids absent from a crop are no target; an image without objects has none."""
+            masks, labels = [], []
+            for ids, table in zip(instances, classes):
+                present = torch.unique(ids)
+                present = present[present > 0]
+                masks.append((ids[None] == present[:, None, None]).to(x.dtype))
+                labels.append(table.to(device=x.device, dtype=torch.long)[present])
+            return self.model(pixel_values=x, mask_labels=masks, class_labels=labels).loss
+
         def export_config(self) -> dict[str, Any]:
             """The builder config that rebuilds this architecture without the ``weights`` folder."""
             cfg = self.model.config.to_diff_dict()
@@ -132,6 +153,54 @@ def _net_class() -> type:
 
     Mask2FormerNet.__module__ = __name__
     return Mask2FormerNet
+
+
+def segment_processor(num_labels: int) -> Any:
+    """transformers' ``Mask2FormerImageProcessor`` for post-processing only (no resize, rescale or
+    normalisation: medseg's transforms do those)."""
+    from transformers import Mask2FormerImageProcessor
+
+    return Mask2FormerImageProcessor(do_resize=False, do_rescale=False, do_normalize=False,
+                                     num_labels=int(num_labels))
+
+
+def segments(net: Any, processor: Any, chw: Any, *, task: str, threshold: float, device: Any = "cpu",
+             classes: Any = None) -> tuple[Any, list[dict[str, Any]]]:
+    """``(ids [H, W] uint16, table)`` of one normalised ``[C, H, W]`` image through a Mask2Former wrapper and
+    transformers' ``task`` post-processing (``instance``, ``panoptic``) at the padded size, cropped back.
+
+    The image is zero-padded at the bottom and right to :data:`MASK2FORMER_STRIDE`. ``instance`` takes one
+    binary map per kept query (transformers' ``return_binary_maps``: instances may overlap); ``panoptic``
+    its non-overlapping segment map. Segments of class 0 (background), and of classes outside ``classes``
+    when given (ids that are no class of the training data), are dropped; the rest are ordered by
+    :func:`medseg.models.apply2d.ordered_segments` (ids 1, 2, ... in decreasing score, the higher score
+    winning an overlap)."""
+    import torch
+
+    from medseg.models.apply2d import ordered_segments, pad_to_multiple
+
+    if task not in ("instance", "panoptic"):
+        raise ConfigError(f"task {task!r}: segments are made for the instance and panoptic tasks")
+    h, w = chw.shape[1:]
+    x = torch.from_numpy(pad_to_multiple(chw, MASK2FORMER_STRIDE))[None].to(device)
+    with torch.inference_mode():
+        out = net.model(pixel_values=x)
+        if task == "instance":
+            [result] = processor.post_process_instance_segmentation(
+                out, threshold=threshold, target_sizes=[tuple(x.shape[2:])], return_binary_maps=True)
+        else:
+            [result] = processor.post_process_panoptic_segmentation(
+                out, threshold=threshold, target_sizes=[tuple(x.shape[2:])])
+    info = result["segments_info"]
+    seg = result["segmentation"]
+    if task == "instance":
+        maps = [seg[n, :h, :w].cpu().numpy() > 0 for n in range(len(info))] if info else []
+    else:
+        maps = [seg[:h, :w].cpu().numpy() == s["id"] for s in info]
+    known = None if classes is None else {int(c) for c in classes}
+    kept = [n for n, s in enumerate(info) if int(s["label_id"]) != 0 and (known is None or int(s["label_id"]) in known)]
+    return ordered_segments([maps[n] for n in kept], [int(info[n]["label_id"]) for n in kept],
+                            [float(info[n]["score"]) for n in kept], (h, w))
 
 
 @register_model(
@@ -162,4 +231,5 @@ def build_mask2former(*, in_channels: int = 3, out_channels: int = 2, task: str 
     return _net_class()(model, task)
 
 
-__all__ = ["MASK2FORMER_STRIDE", "MASK2FORMER_TASKS", "TINY_CONFIG", "build_mask2former"]
+__all__ = ["MASK2FORMER_STRIDE", "MASK2FORMER_TASKS", "THRESHOLD", "TINY_CONFIG", "build_mask2former",
+           "segment_processor", "segments"]

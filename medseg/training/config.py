@@ -45,10 +45,12 @@ class DatasetConfig(_Strict):
     @classmethod
     def _known_format(cls, value: str | None) -> str | None:
         from medseg.data.image_datasets import IMAGE_FORMATS
+        from medseg.training.instances import INSTANCE_TRAIN_FORMATS
 
-        if value is not None and value not in IMAGE_FORMATS:
+        if value is not None and value not in IMAGE_FORMATS + INSTANCE_TRAIN_FORMATS:
             raise ValueError(f"unknown dataset format {value!r}; known ordinary-image layouts: "
-                             f"{', '.join(IMAGE_FORMATS)} (medical datasets need no format)")
+                             f"{', '.join(IMAGE_FORMATS)}; instance datasets: {', '.join(INSTANCE_TRAIN_FORMATS)} "
+                             "(medical datasets need no format)")
         return value
 
 
@@ -181,6 +183,9 @@ class ImagesConfig(_Strict):
     balancing of the training masks' pixel counts), a list (one weight per class) or ``null``.
     ``inference``: ``whole`` (pad to the model's input multiple), ``slide`` (``crop_size`` windows at
     ``stride``, logits averaged) or ``resize`` (to ``resize_to``, logits resized back).
+    ``score_threshold``: instance training (an instance dataset): the score a predicted segment needs to
+    be kept, in validation and as the export's ``inference.threshold`` (``predict-images``' default); 0
+    keeps every query, the COCO protocol of the Mask2Former paper (AP ranks by score).
     """
 
     crop_size: list[int] = Field(default_factory=lambda: [512, 512])
@@ -191,6 +196,7 @@ class ImagesConfig(_Strict):
     inference: Literal["whole", "slide", "resize"] = "whole"
     stride: list[int] | None = None
     resize_to: list[int] | None = None
+    score_threshold: float = Field(0.5, ge=0, le=1)
 
     @field_validator("crop_size", "stride", "resize_to")
     @classmethod

@@ -1,4 +1,5 @@
-"""PNG curves of a run: training loss and validation Dice (or mIoU for ordinary images) against the step;
+"""PNG curves of a run: training loss and validation Dice (or mIoU for ordinary images, mask AP for
+instances) against the step;
 :func:`save_panels` is the one tail (grid, legends, atomic PNG) of every run's curves, YOLO's included."""
 
 from __future__ import annotations
@@ -25,9 +26,18 @@ def read_metrics(path: str | os.PathLike[str]) -> dict[str, list[tuple[int, floa
     return series
 
 
+#: ``(main column, per-class prefix, axis label, title)`` of the score panel, the first whose column is logged
+SCORE_PANELS = (
+    ("val_dice", "val_dice_", "Dice", "validation Dice (whole volumes)"),
+    ("val_miou", "val_iou_", "mIoU", "validation mIoU (full-resolution images)"),
+    ("val_map", "val_ap_", "mask AP", "validation mask AP 0.50:0.95 (full-resolution images)"),
+)
+
+
 def plot_curves(metrics_csv: str | os.PathLike[str], out_png: str | os.PathLike[str]) -> Path:
     """Draw training loss (per step and per epoch) and validation Dice (mean and per label), or the
-    validation mIoU and per-class IoU of an ordinary-image run."""
+    validation mIoU and per-class IoU of an ordinary-image run, or the mask AP (overall and per class)
+    of an instance run."""
     s = read_metrics(metrics_csv)
     fig, ax_loss, ax_dice = loss_and_score_panels()
     for key, style in (("train_loss_step", "-"), ("train_loss_epoch", "o-")):
@@ -37,9 +47,9 @@ def plot_curves(metrics_csv: str | os.PathLike[str], out_png: str | os.PathLike[
     ax_loss.set_xlabel("step")
     ax_loss.set_ylabel("loss")
     ax_loss.set_title("training loss")
-    # medical runs log val_dice (whole volumes); ordinary-image runs log val_miou and val_iou_<class>
-    image_run = "val_miou" in s and not any(k.startswith("val_dice") for k in s)
-    main, prefix, what = ("val_miou", "val_iou_", "mIoU") if image_run else ("val_dice", "val_dice_", "Dice")
+    # medical runs log val_dice (whole volumes); ordinary-image runs log val_miou and val_iou_<class>,
+    # instance runs val_map and val_ap_<class>
+    main, prefix, what, title = next((row for row in SCORE_PANELS if row[0] in s), SCORE_PANELS[0])
     keys = [main] + sorted(k for k in s if k.startswith(prefix)) if main in s else []
     for key in keys:
         x, y = zip(*s[key])
@@ -48,7 +58,7 @@ def plot_curves(metrics_csv: str | os.PathLike[str], out_png: str | os.PathLike[
     ax_dice.set_xlabel("step")
     ax_dice.set_ylabel(what)
     ax_dice.set_ylim(0, 1)
-    ax_dice.set_title("validation mIoU (full-resolution images)" if image_run else "validation Dice (whole volumes)")
+    ax_dice.set_title(title)
     return save_panels(fig, (ax_loss, ax_dice), out_png)
 
 
@@ -78,4 +88,4 @@ def save_panels(fig: Any, axes: Sequence[Any], out_png: str | os.PathLike[str]) 
     return Path(out_png)
 
 
-__all__ = ["read_metrics", "plot_curves", "loss_and_score_panels", "save_panels"]
+__all__ = ["SCORE_PANELS", "read_metrics", "plot_curves", "loss_and_score_panels", "save_panels"]

@@ -234,8 +234,10 @@ def train(
 
 def training_route(cfg: Config) -> Any:
     """The one dispatch of ``medseg train``: the family's registry ``trainer`` (ultralytics' own trainer for
-    ``yolo_seg``/``yolo_sem``), else ordinary-image training for an image dataset
-    (:func:`medseg.training.images.train_images`), else the volume engine (:func:`train_volumes`).
+    ``yolo_seg``/``yolo_sem``), else instance training for an instance dataset
+    (:func:`medseg.training.instances.train_instances`: ``instance_masks``, ``coco_instances``), else
+    ordinary-image training for an image dataset (:func:`medseg.training.images.train_images`), else the
+    volume engine (:func:`train_volumes`).
     Each is called as ``route(cfg, run_dir, resume=, t0=)``."""
     from medseg.models.registry import get_model_spec, resolve_entry
 
@@ -243,7 +245,10 @@ def training_route(cfg: Config) -> Any:
     if spec.trainer:
         return resolve_entry(spec.trainer)
     from medseg.training.images import train_images, uses_image_dataset
+    from medseg.training.instances import train_instances, uses_instance_dataset
 
+    if uses_instance_dataset(cfg):
+        return train_instances
     return train_images if uses_image_dataset(cfg) else train_volumes
 
 
@@ -323,14 +328,16 @@ def make_loaders(cfg: Config, recipe: dict[str, Any], context: dict[str, Any], t
     return train_loader, val_loader
 
 
-def make_image_loaders(cfg: Config, train_set: Any, val_set: Any, batch: int, world_size: int) -> tuple[Any, Any]:
-    """Loaders of ordinary-image training: shuffled augmented crops, and whole validation images one by one."""
+def make_image_loaders(cfg: Config, train_set: Any, val_set: Any, batch: int, world_size: int, *,
+                       collate_fn: Any = None) -> tuple[Any, Any]:
+    """Loaders of ordinary-image training: shuffled augmented crops (batched by ``collate_fn``, default
+    torch's), and whole validation images one by one."""
     from torch.utils.data import DataLoader
 
     sampler = RankSampler(len(train_set), world_size) if (world_size > 1 and not cfg.train.shuffle) else None
     train_loader = DataLoader(train_set, batch_size=batch, shuffle=cfg.train.shuffle and sampler is None,
                               sampler=sampler, num_workers=cfg.train.num_workers, drop_last=True,
-                              persistent_workers=cfg.train.num_workers > 0)
+                              persistent_workers=cfg.train.num_workers > 0, collate_fn=collate_fn)
     val_loader = DataLoader(val_set, batch_size=1, shuffle=False, num_workers=0)
     return train_loader, val_loader
 

@@ -52,16 +52,26 @@ def image_split(cfg: Config, dataset: Any, run_dir: Path) -> dict[str, list[str]
     """Train and val stems: ``dataset.splits``, the run's ``splits.json`` (resume), the layout's own
     split (``splits.json``, ``ImageSets``, ``train``/``val`` folders), else fold ``dataset.fold`` of
     new k-fold splits of every item."""
+    stems = [it.stem for it in dataset.items if it.mask is not None]
+    own = None
+    if dataset.has_splits and dataset.split("val"):
+        own = {"train": sorted(it.stem for it in dataset.split("train")),
+               "val": sorted(it.stem for it in dataset.split("val"))}
+    return choose_split(cfg, run_dir, stems, own)
+
+
+def choose_split(cfg: Config, run_dir: Path, stems: list[str], own: dict[str, list[str]] | None,
+                 ) -> dict[str, list[str]]:
+    """Train and val stems of ``stems``: ``dataset.splits``, the run's ``splits.json`` (resume), the dataset's
+    ``own`` split, else fold ``dataset.fold`` of new k-fold splits; saved as the run's ``splits.json``."""
     from medseg.data.splits import get_fold, load_splits, make_splits, save_splits
 
-    stems = [it.stem for it in dataset.items if it.mask is not None]
     if cfg.dataset.splits is not None:
         splits = load_splits(cfg.dataset.splits)
     elif (run_dir / "splits.json").is_file():
         splits = load_splits(run_dir / "splits.json")
-    elif dataset.has_splits and dataset.split("val"):
-        splits = [{"train": sorted(it.stem for it in dataset.split("train")),
-                   "val": sorted(it.stem for it in dataset.split("val"))}]
+    elif own is not None:
+        splits = [own]
     else:
         splits = make_splits(stems, n_folds=cfg.dataset.n_folds, seed=cfg.dataset.split_seed)
     fold = cfg.dataset.fold if len(splits) > 1 else 0
@@ -86,6 +96,16 @@ def training_images(cfg: Config, run_dir: Path) -> tuple[Any, dict[str, list[str
     if cfg.dataset.validate_data:
         validate_image_dataset(dataset)
     split = image_split(cfg, dataset, run_dir)
+    return dataset, split, *split_items(cfg, dataset, split)
+
+
+def split_items(cfg: Config, dataset: Any, split: dict[str, list[str]]) -> tuple[list[Any], list[Any]]:
+    """``(train items, val items)`` of ``dataset`` (items with a ``stem``) by ``split``, the validation items cut
+    to ``train.val_max_cases``.
+
+    Raises:
+        InputError: no training or no validation image.
+    """
     by_stem = {it.stem: it for it in dataset.items}
     train_items, val_items = [by_stem[s] for s in split["train"]], [by_stem[s] for s in split["val"]]
     if cfg.train.val_max_cases:
@@ -93,7 +113,7 @@ def training_images(cfg: Config, run_dir: Path) -> tuple[Any, dict[str, list[str
     if not train_items or not val_items:
         raise InputError(f"{dataset.root}: need training and validation images, got {len(train_items)} and "
                          f"{len(val_items)}")
-    return dataset, split, train_items, val_items
+    return train_items, val_items
 
 
 class ImageTrainSet:
@@ -117,15 +137,20 @@ class ImageTrainSet:
     def __getitem__(self, index: int) -> dict[str, Any]:
         import torch
 
+        item = self.items[int(self.order[index])]
+        self.draws += 1
+        return self.sample(item, np.random.default_rng([self.seed, index, self.draws, torch.initial_seed() % 2**32]))
+
+    def sample(self, item: Any, rng: np.random.Generator) -> dict[str, Any]:
+        """One augmented sample of ``item`` drawn with ``rng``."""
+        import torch
+
         from medseg.data.image_datasets import read_item
         from medseg.models.apply2d import image_tensor
 
-        item = self.items[int(self.order[index])]
         image, mask = read_item(item, self.labels)
         if mask is None:
             raise InputError(f"{item.image}: no mask; every training image needs one")
-        self.draws += 1
-        rng = np.random.default_rng([self.seed, index, self.draws, torch.initial_seed() % 2**32])
         chw = image_tensor(image, self.normalization, self.in_channels, item.image)
         img, lab = self.augment(chw, mask, rng)
         return {"image": torch.from_numpy(img), "label": torch.from_numpy(lab.astype(np.int64))}
@@ -393,6 +418,20 @@ def finish_image_run(run_dir: Path, trainer: Any, module: Any, cfg: Config, mode
                      names: dict[str, str], inference: dict[str, Any], split: dict[str, list[str]], dataset: Any,
                      weights: list[float] | None) -> Path:
     """``metrics.csv``, ``curves.png`` and the export of the best (highest ``val_miou``) weights."""
+    return export_image_run(
+        run_dir, trainer, module, cfg, model_config, names, score=MONITOR,
+        inference={k: v for k, v in inference.items() if k != "multiple" and v is not None},
+        record={"train_images": split["train"], "val_images": split["val"], "class_weights": weights},
+        dataset={"format": dataset.format, "ignore_index": dataset.labels.ignore_index,
+                 "reduce_zero_label": dataset.labels.reduce_zero_label})
+
+
+def export_image_run(run_dir: Path, trainer: Any, module: Any, cfg: Config, model_config: dict[str, Any],
+                     names: dict[str, str], *, score: str, inference: dict[str, Any], record: dict[str, Any],
+                     dataset: dict[str, Any]) -> Path:
+    """The tail of an ordinary-image run (semantic or instance): ``metrics.csv``, ``curves.png`` and the export
+    of the best weights (by the monitored ``score``, recorded as ``best_<score>``) with ``inference``,
+    ``dataset`` and the ``record`` entries in ``model.json``."""
     from medseg.models.export import save_export
     from medseg.training.engine import best_weights, merge_metrics, training_record
     from medseg.training.curves import plot_curves
@@ -402,9 +441,8 @@ def finish_image_run(run_dir: Path, trainer: Any, module: Any, cfg: Config, mode
     state = best_weights(run_dir)
     if state:
         module.net.load_state_dict(state)
-    record = training_record(run_dir, trainer, state is not None)
-    record.update({"train_images": split["train"], "val_images": split["val"], "class_weights": weights,
-                   "best_val_miou": record.pop("best_score")})
+    training = training_record(run_dir, trainer, state is not None)
+    training.update({**record, f"best_{score}": training.pop("best_score")})
     if hasattr(module.net, "export_config"):  # built from a weights folder: record the architecture itself
         model_config = {**module.net.export_config(), **{k: v for k, v in model_config.items() if k == "weights"}}
     info = {
@@ -412,14 +450,13 @@ def finish_image_run(run_dir: Path, trainer: Any, module: Any, cfg: Config, mode
         "spatial_dims": 2,
         "labels": names,
         "preprocessing": {"normalization": dict(cfg.images.normalization)},
-        "inference": {k: v for k, v in inference.items() if k != "multiple" and v is not None},
+        "inference": inference,
         "postprocessing": {},
-        "training": record,
-        "dataset": {"format": dataset.format, "ignore_index": dataset.labels.ignore_index,
-                    "reduce_zero_label": dataset.labels.reduce_zero_label},
+        "training": training,
+        "dataset": dataset,
     }
     return save_export(run_dir / "export", module.net, info)
 
 
-__all__ = ["train_images", "uses_image_dataset", "image_split", "training_images", "class_weights", "ImageTrainSet", "ImageValSet",
+__all__ = ["train_images", "uses_image_dataset", "image_split", "choose_split", "split_items", "export_image_run", "training_images", "class_weights", "ImageTrainSet", "ImageValSet",
            "MONITOR"]
