@@ -113,4 +113,5 @@ def test_notebook_runs(path, venv_kernel, tmp_path, monkeypatch):
         ours = re.search(r"evaluate-images: mIoU ([0-9.]+)", printed)
         logged = re.search(r"validation mIoU logged by the run: ([0-9.]+)", printed)
         assert ours and logged and ours.group(1) == logged.group(1), printed[-500:]
-        assert _pngs(nb) >= 4, "notebook 3: samples, curves, IoU bars and overlays"
+        assert re.search(r"evaluate-images --task instance: mask AP [0-9.]+", printed), printed[-500:]
+        assert _pngs(nb) >= 7, "notebook 3: samples, curves, IoU bars and overlays; YOLO curves, AP bars, overlays"
