@@ -136,7 +136,7 @@ def test_instance_loss_takes_one_target_per_object_and_empty_crops():
 
 def test_routing_by_dataset_format(masks_root, coco_root, tmp_path):
     from medseg.training.config import load_config
-    from medseg.training.engine import training_route
+    from medseg.training.engine import train_volumes, training_route
     from medseg.training.images import train_images
     from medseg.training.instances import train_instances
 
@@ -147,6 +147,10 @@ def test_routing_by_dataset_format(masks_root, coco_root, tmp_path):
     assert route(masks_root, "instance_masks") is train_instances
     assert route(coco_root) is train_instances  # detected: annotations/instances_<split>.json
     assert route(masks_root) is train_images  # images/ + masks/ also reads as a semantic image_folder
+    assert route(coco_root / "annotations" / "instances_train.json", "coco_instances") is train_instances
+    manifest = tmp_path / "cases.json"  # a JSON file is detected as nothing: it may be a medical manifest
+    manifest.write_text(json.dumps({"cases": []}))
+    assert route(manifest) is train_volumes
 
 
 # --------------------------------------------------------------------------- medseg train

@@ -50,14 +50,15 @@ def uses_instance_dataset(cfg: Config) -> bool:
     """True when ``cfg`` trains on an instance dataset: ``dataset.format`` is one of
     :data:`INSTANCE_TRAIN_FORMATS`, or no format is given and ``dataset.root`` reads as one of them but not as
     an ordinary semantic layout (an ``instance_masks`` folder, ``images/`` + ``masks/``, also reads as
-    ``image_folder``: it needs ``dataset.format: instance_masks``)."""
+    ``image_folder``: it needs ``dataset.format: instance_masks``). Only folders are detected: a COCO JSON file
+    given as ``dataset.root`` needs ``dataset.format: coco_instances`` (a medical manifest is a JSON file too)."""
     from medseg.data.image_datasets import is_image_dataset
     from medseg.data.instance_datasets import detect_instance_format
 
     if cfg.dataset.format is not None:
         return cfg.dataset.format in INSTANCE_TRAIN_FORMATS
     root = cfg.dataset.root
-    if root is None or not Path(root).exists() or is_image_dataset(root):
+    if root is None or not Path(root).is_dir() or is_image_dataset(root):
         return False
     try:
         return detect_instance_format(root) in INSTANCE_TRAIN_FORMATS
