@@ -10,15 +10,17 @@ folder written by ``save_pretrained`` (read with ``local_files_only=True``).
   default); ``encoder_weights`` may only be ``None`` or a local encoder state_dict file (``"imagenet"``
   would download and is refused); ``weights`` is a local state_dict of the whole model.
 - ``segformer``: ``SegformerForSemanticSegmentation`` from a ``SegformerConfig``, variants
-  ``b0`` ... ``b5`` with the published encoder sizes, any key overridable; its 1/4-resolution
-  logits are upsampled bilinearly to the input size. transformers is imported inside the
-  builder only.
+  ``b0`` ... ``b5`` with the published encoder sizes, any key overridable; its logits (1/4 of the
+  input with the default ``strides``) are upsampled bilinearly to the input size. Built from random
+  weights, it gets the MiT init of the SegFormer paper, not transformers' generic one. transformers
+  is imported inside the builder only.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -40,8 +42,22 @@ SEGFORMER_VARIANTS: dict[str, dict[str, Any]] = {
 }
 _SEGFORMER_COMMON = {"num_attention_heads": [1, 2, 5, 8], "sr_ratios": [8, 4, 2, 1]}
 _SEGFORMER_HEAD = "model.decode_head.classifier."
-#: total downsampling of the MiT encoder: H and W must be multiples of it
-SEGFORMER_STRIDE = 32
+#: the MiT encoder's patch-embedding strides (SegformerConfig default): logits at 1/4, deepest stage at 1/32
+SEGFORMER_STRIDES = (4, 2, 2, 2)
+#: total downsampling of the default MiT encoder: H and W must be multiples of it
+SEGFORMER_STRIDE = math.prod(SEGFORMER_STRIDES)
+
+
+def segformer_multiple(config: Mapping[str, Any]) -> list[int]:
+    """Per-axis input multiple of a SegFormer builder config: the product of its patch-embedding
+    ``strides`` (``strides`` or ``config["strides"]``; default :data:`SEGFORMER_STRIDES`, 32).
+
+    Example:
+        >>> segformer_multiple({"strides": [2, 2, 2, 2]})
+        [16, 16]
+    """
+    strides = config.get("strides") or (config.get("config") or {}).get("strides") or SEGFORMER_STRIDES
+    return [math.prod(int(s) for s in strides)] * 2
 
 
 # ---------------------------------------------------------------- deeplabv3plus
@@ -143,7 +159,7 @@ def _segformer_class() -> type:
             self.model = model
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            logits = self.model(pixel_values=x).logits  # [B, num_labels, H/4, W/4]
+            logits = self.model(pixel_values=x).logits  # [B, num_labels, H/strides[0], W/strides[0]]
             return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
     SegformerSegmenter.__module__ = __name__
@@ -191,9 +207,38 @@ def segformer_config(
     return SegformerConfig(**values)
 
 
+def _mit_init(net: Any) -> None:
+    """The SegFormer paper's own random init (MiT, mmsegmentation's ``mix_transformer.py``), in place.
+
+    transformers initialises every convolution like a linear layer (normal, std ``initializer_range``
+    0.02), which leaves the Mix-FFN's 3x3 depthwise convolutions (9 weights each) and the
+    patch-embedding and key/value-reduction convolutions with outputs near 0: a network built from
+    random weights then learns very slowly. MiT draws conv weights from ``N(0, sqrt(2 / fan_out))``,
+    ``fan_out = kh * kw * out_channels / groups``, with zero bias; linear layers keep the truncated
+    normal std 0.02, norms weight 1 and bias 0; the classifier is drawn with std 0.01
+    (mmsegmentation's ``conv_seg``).
+    """
+    import torch
+
+    classifier = net.decode_head.classifier
+    for module in net.modules():
+        if module is classifier:
+            torch.nn.init.normal_(module.weight, 0.0, 0.01)
+            torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, torch.nn.Conv2d):
+            fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
+            torch.nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, torch.nn.Linear):
+            torch.nn.init.trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+
+
 @register_model(
     "segformer", spatial_dims=2, description="SegFormer b0-b5 (transformers), logits at input size",
-    input_multiple=lambda c: [SEGFORMER_STRIDE, SEGFORMER_STRIDE],
+    input_multiple=segformer_multiple,
     weight_keys=("weights",),
     tiny_config={"in_channels": 1, "out_channels": 3, "hidden_sizes": [8, 16, 32, 64], "depths": [1, 1, 1, 1],
                  "num_attention_heads": [1, 2, 4, 8], "decoder_hidden_size": 16},
@@ -208,6 +253,8 @@ def build_segformer(
     num_attention_heads: Sequence[int] | None = None,
     sr_ratios: Sequence[int] | None = None,
     decoder_hidden_size: int | None = None,
+    strides: Sequence[int] | None = None,
+    patch_sizes: Sequence[int] | None = None,
     config: Mapping[str, Any] | None = None,
     weights: str | None = None,
 ) -> Any:
@@ -218,6 +265,9 @@ def build_segformer(
         variant: ``b0`` ... ``b5`` (published encoder sizes); ``None``: SegformerConfig defaults,
             or the config of a ``weights`` folder.
         hidden_sizes, depths, num_attention_heads, sr_ratios, decoder_hidden_size: override the variant.
+        strides, patch_sizes: the four patch embeddings' conv strides and kernel sizes (default
+            ``[4, 2, 2, 2]`` and ``[7, 3, 3, 3]``); logits come at ``1 / strides[0]`` of the input before
+            the upsampling, and H and W must be multiples of ``prod(strides)`` (the registry's input multiple).
         config: any other ``SegformerConfig`` keys (``drop_path_rate``, ``classifier_dropout_prob``, ...).
         weights: a local state_dict file (of this model, keys ``model.*``, or of the bare
             ``SegformerForSemanticSegmentation``) or a local ``save_pretrained`` folder. A classifier
@@ -227,7 +277,8 @@ def build_segformer(
 
     overrides = {k: v for k, v in {
         "hidden_sizes": hidden_sizes, "depths": depths, "num_attention_heads": num_attention_heads,
-        "sr_ratios": sr_ratios, "decoder_hidden_size": decoder_hidden_size}.items() if v is not None}
+        "sr_ratios": sr_ratios, "decoder_hidden_size": decoder_hidden_size, "strides": strides,
+        "patch_sizes": patch_sizes}.items() if v is not None}
     overrides.update(dict(config or {}))
     folder = Path(weights) if weights and Path(weights).is_dir() else None
     base = None
@@ -241,6 +292,7 @@ def build_segformer(
         net = SegformerForSemanticSegmentation(cfg)
     except (ValueError, IndexError) as exc:
         raise ConfigError(f"SegFormer config is inconsistent: {exc}") from exc
+    _mit_init(net)  # loaded weights below replace it
     model = _segformer_class()(net)
     if folder is not None:
         try:
