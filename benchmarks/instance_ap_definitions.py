@@ -69,28 +69,28 @@ def pycocotools_on(predictions: Path, reference: Path) -> dict:
 
 def as_instance_maps(predictions: list[dict]) -> list[dict]:
     """ultralytics' overlapping per-detection masks made into one instance map per image as
-    ``predict-images`` writes it: in decreasing score, each detection keeps only pixels no higher-scored
-    one took; detections left with no pixel are dropped."""
-    import numpy as np
+    ``predict-images`` writes it (:func:`medseg.models.apply2d.ordered_segments`: the higher score wins an
+    overlap, detections left without a pixel are dropped), back as COCO results
+    (:func:`medseg.evaluation.instances.segment_results`, as ``evaluate-images`` builds them)."""
     from pycocotools import mask as mask_utils
+
+    from medseg.evaluation.instances import segment_results
+    from medseg.models.apply2d import ordered_segments
 
     by_image: dict = {}
     for r in predictions:
         by_image.setdefault(r["image_id"], []).append(r)
     out = []
-    for rs in by_image.values():
-        rs.sort(key=lambda r: -r["score"])
+    for image_id, rs in by_image.items():
         h, w = rs[0]["segmentation"]["size"]
-        taken = np.zeros((h, w), bool)
+        masks = []
         for r in rs:
             counts = r["segmentation"]["counts"]
-            own = mask_utils.decode({"size": [h, w], "counts": counts.encode() if isinstance(counts, str) else counts})
-            own = own.astype(bool) & ~taken
-            taken |= own
-            if own.any():
-                rle = mask_utils.encode(np.asfortranarray(own.astype(np.uint8)))
-                out.append({**r, "segmentation": {"size": [h, w], "counts": rle["counts"].decode()},
-                            "bbox": [float(v) for v in mask_utils.toBbox(rle)]})
+            rle = {"size": [h, w], "counts": counts.encode() if isinstance(counts, str) else counts}
+            masks.append(mask_utils.decode(rle).astype(bool))
+        ids, table = ordered_segments(masks, [r["category_id"] for r in rs], [r["score"] for r in rs], (h, w))
+        info = {t["id"]: (t["class"], t["score"]) for t in table}
+        out += segment_results(image_id, ids, info, where=f"image {image_id}")
     return out
 
 

@@ -223,14 +223,13 @@ class _Decisions:
         self.clear = self.top[0] - self.top[1] > self.need
 
 
-def _pair_blocks(logits: np.ndarray, d: _Decisions, blocks: np.ndarray, lo: np.ndarray,
+def _pair_blocks(grid: Sequence[int], d: _Decisions, blocks: np.ndarray, lo: np.ndarray,
                  hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """For the blocks with low corners ``blocks`` (flat model-grid indices) whose lowest and highest
     label are ``lo``/``hi``: two candidate channels ``first < second`` per block (``lo`` and ``hi``,
     or the label and the runner-up of the low corner where they agree), ``others [8, n]`` (float32),
     the largest logit of every other channel at each of the block's 2x2x2 voxels (corner ``4i+2j+k``
-    at offset ``(i, j, k)``, clipped to the grid), and the largest ``need`` among those voxels."""
-    grid = logits.shape[1:]
+    at offset ``(i, j, k)``, clipped to the model ``grid``), and the largest ``need`` among those voxels."""
     at = np.unravel_index(blocks, grid)
     lead0, lead1 = d.lead[0].reshape(-1), d.lead[1].reshape(-1)
     runner_up = np.where(lead0[blocks] == lo, lead1[blocks], lead0[blocks])
@@ -313,8 +312,9 @@ def linear_labels(logits: np.ndarray, shape: Sequence[int], current: Sequence[fl
     boundaries and near-ties) are interpolated with the weights of :func:`resample_channel`, rounded to
     float16 and decided as that path does (first channel on ties): first only the block's two
     candidate channels, with a bound on every other (:func:`_pair_labels`; a boundary between two
-    classes), and every channel where that bound does not exclude the others. The same holds for ``decide=positive`` on one channel (the sign of a convex mix of
-    same-sign values). ``stats``, when given, receives the ``band`` and ``pair_band`` voxel counts.
+    classes), and every channel where that bound does not exclude the others. The same holds for
+    ``decide=positive`` on one channel (the sign of a convex mix of same-sign values). ``stats``, when
+    given, receives the ``band`` and ``pair_band`` voxel counts.
     """
     from scipy import ndimage
 
@@ -346,7 +346,7 @@ def linear_labels(logits: np.ndarray, shape: Sequence[int], current: Sequence[fl
     block_of = None
     if d.top is not None:  # per mixed block: two candidate channels and the bound on the others
         blocks = np.flatnonzero(mixed)
-        first, second, others, need_max = _pair_blocks(logits, d, blocks, lowest.reshape(-1)[blocks].astype(np.int64),
+        first, second, others, need_max = _pair_blocks(grid, d, blocks, lowest.reshape(-1)[blocks].astype(np.int64),
                                                        highest.reshape(-1)[blocks].astype(np.int64))
         block_of = np.full(mixed.size, -1, dtype=np.int64 if blocks.size >= 2**31 else np.int32)
         block_of[blocks] = np.arange(blocks.size)
@@ -363,11 +363,11 @@ def linear_labels(logits: np.ndarray, shape: Sequence[int], current: Sequence[fl
         if block_of is not None:
             low = sum(taps[a][0][where[a]] * strides[a] for a in range(3))
             bid = block_of[low]
-            labels, rest = _pair_labels(flat_logits, where, taps, strides, first[bid], second[bid],
-                                        others[:, bid], need_max[bid])
-            rest = ~rest
-            flat_out[chunk[~rest]] = labels[~rest]
-            pairs += int(chunk.size - np.count_nonzero(rest))
+            labels, holds = _pair_labels(flat_logits, where, taps, strides, first[bid], second[bid],
+                                         others[:, bid], need_max[bid])
+            flat_out[chunk[holds]] = labels[holds]
+            pairs += int(np.count_nonzero(holds))
+            rest = ~holds
         if rest.any():
             sub = tuple(w[rest] for w in where)
             flat_out[chunk[rest]] = decide(_interpolate(flat_logits, sub, taps, strides).astype(np.float16))
