@@ -270,3 +270,26 @@ def test_medseg_train_reads_each_layout(fmt, tmp_path):
     assert len(info["labels"]) == classes and info["model"]["config"]["out_channels"] == classes
     assert info["dataset"]["format"] == fmt and len(info["training"]["val_images"]) == n_val
     assert info["dataset"]["reduce_zero_label"] == (fmt == "ade20k")
+
+
+def test_train_threads_hold_for_the_run_and_are_restored(shapes_root, tmp_path, monkeypatch):
+    import os
+
+    from medseg.training import engine
+    from medseg.training.config import load_config
+
+    seen = {}
+
+    def route(cfg, run_dir, *, resume, t0):
+        seen.update(threads=torch.get_num_threads(), omp=os.environ.get("OMP_NUM_THREADS"))
+        raise RuntimeError("stop inside the run")
+
+    monkeypatch.setattr(engine, "training_route", lambda cfg: route)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    torch.set_num_threads(2)
+    with pytest.raises(RuntimeError, match="stop inside the run"):
+        engine.train(_config(tmp_path, shapes_root, "unet2d", threads=1), out_dir=tmp_path / "run")
+    assert seen == {"threads": 1, "omp": "1"}
+    assert torch.get_num_threads() == 2 and "OMP_NUM_THREADS" not in os.environ  # restored after a failure too
+    with pytest.raises(ConfigError, match="train.threads"):
+        load_config(_config(tmp_path, shapes_root, "unet2d", threads=0))

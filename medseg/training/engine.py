@@ -8,11 +8,13 @@ The run folder (``out_dir``) receives ``config.yaml`` (resolved), ``plan.json``,
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import importlib
 import logging
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -229,7 +231,32 @@ def train(
     cfg = load_config(config, overrides)
     run_dir = Path(out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    return training_route(cfg)(cfg, run_dir, resume=resume, t0=t0)
+    route = training_route(cfg)
+    with torch_threads(cfg.train.threads):
+        return route(cfg, run_dir, resume=resume, t0=t0)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``threads`` torch intra-op CPU threads (``train.threads``), then restore the
+    caller's count; ``None`` leaves torch's setting alone. ``OMP_NUM_THREADS`` is set alongside for the
+    block, so processes it starts (``ddp_spawn`` ranks, loader workers) begin with the same count."""
+    if threads is None:
+        yield
+        return
+    import torch
+
+    before, env_before = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(int(threads))
+    os.environ["OMP_NUM_THREADS"] = str(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+        if env_before is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = env_before
 
 
 def training_route(cfg: Config) -> Any:
@@ -516,5 +543,5 @@ def finish_run(run_dir: Path, trainer: Any, module: Any, cfg: Config, plan: dict
     return save_export(run_dir / EXPORT_DIR, net, info)
 
 
-__all__ = ["train", "training_route", "train_volumes", "build_trainer", "get_plan", "get_split", "preprocess_cases", "PatchDataset", "VolumeDataset",
+__all__ = ["train", "training_route", "torch_threads", "train_volumes", "build_trainer", "get_plan", "get_split", "preprocess_cases", "PatchDataset", "VolumeDataset",
            "make_image_loaders", "best_weights", "training_record", "log_version", "CHECKPOINT_DIR", "EXPORT_DIR"]

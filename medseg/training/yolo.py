@@ -301,7 +301,8 @@ def train_yolo(cfg: Config, run_dir: Path, *, resume: bool = False, t0: float | 
            "args": {"data": str(data_yaml), "epochs": cfg.train.max_epochs, "batch": cfg.train.batch_size or 16,
                     "imgsz": imgsz, "seed": cfg.train.seed, "project": str(yolo_dir), "name": "train",
                     "exist_ok": True, **args},
-           "budget_s": cfg.train.max_minutes * 60 if cfg.train.max_minutes else None}
+           "budget_s": cfg.train.max_minutes * 60 if cfg.train.max_minutes else None,
+           "threads": cfg.train.threads}
     run_worker(WORKER, "train", job, yolo_dir, log_name="train.log")
     rows = write_metrics(yolo_dir / "train" / "results.csv", run_dir / "metrics.csv")
     plot_yolo_curves(rows, run_dir / "curves.png", task)

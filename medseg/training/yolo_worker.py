@@ -36,6 +36,8 @@ def train(job: dict[str, Any]) -> None:
     import ultralytics
     from ultralytics import YOLO
 
+    if job.get("threads"):  # train.threads, after ultralytics' import set its own (1 on a 2-core machine)
+        torch.set_num_threads(int(job["threads"]))
     t_start = time.monotonic()
     yolo = YOLO(job["resume"] or job["model"], task=job.get("task", "segment"))
     weights = Path(job["args"]["project"]) / job["args"]["name"] / "weights"
