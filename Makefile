@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export YOLO_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: demo test bench fuzz install apt-deps clean help
+.PHONY: demo test bench fuzz install apt-deps nuclei-data clean help
 
 help:
 	@echo "make demo   - synthetic CT cohort -> train -> batch segment -> evaluate -> report"
@@ -41,6 +41,17 @@ $(INSTALLED): pyproject.toml | $(PY)
 
 install: $(INSTALLED)
 
+# A real annotated ordinary image for tests and the CPU pipeline figures: the 2018 Data Science Bowl nuclei image
+# and its expert mask, which stardist (BSD-3) ships. Only the archive is fetched from PyPI, never installed
+# (stardist needs TensorFlow); medseg.data.nuclei reads the two files from it and checks their SHA-256.
+NUCLEI_DIR := .cache/stardist
+NUCLEI_FETCHED := $(NUCLEI_DIR)/.fetched
+$(NUCLEI_FETCHED): | $(PY)
+	$(PIP) download -q --no-deps --only-binary :all: -d $(NUCLEI_DIR) 'stardist==0.9.2'
+	touch $@
+
+nuclei-data: $(NUCLEI_FETCHED)
+
 # Debian packages the tests compare against; installed when missing (needs root).
 apt-deps:
 	@missing=""; \
@@ -63,13 +74,13 @@ apt-deps:
 	  fi; \
 	fi
 
-test: $(INSTALLED) apt-deps
+test: $(INSTALLED) apt-deps $(NUCLEI_FETCHED)
 	$(PY) -m pytest -q
 
 demo: $(INSTALLED)
 	$(VENV)/bin/medseg demo --output demo_output
 
-bench: $(INSTALLED) apt-deps
+bench: $(INSTALLED) apt-deps $(NUCLEI_FETCHED)
 	@for script in benchmarks/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 FUZZ_COUNT ?= 2000
