@@ -15,11 +15,13 @@ The same weights, the same validation images, three numbers that differ by defin
    at val's confidence 0.001 (still one instance map per image: where masks overlap the higher score wins).
 
 Without ``--run``, the script writes the synthetic instance set (``write_shapes_instances``, 128 x 128,
-32 training and 8 validation images), converts it to the YOLO layout and trains
+32 training and 8 validation images) or, with ``--dataset nuclei``, the real Data Science Bowl nuclei tiles
+(:mod:`medseg.data.nuclei`: 12 training and 4 validation tiles of 128 x 128, 37 validation nuclei), converts it
+to the YOLO layout and trains
 ``pipelines/yolo_seg_images_cpu.yaml`` (random init, at most 6 minutes on 2 cores) first.
 ultralytics' val runs in a child process (its import changes PIL and thread settings).
 
-    python benchmarks/instance_ap_definitions.py [--run RUN --reference INSTANCE_MASKS_DIR] [--minutes 6]
+    python benchmarks/instance_ap_definitions.py [--dataset shapes|nuclei] [--run RUN --reference DIR] [--minutes 6]
 """
 
 from __future__ import annotations
@@ -105,20 +107,28 @@ def _validation_copy(dataset: Path, work: Path) -> tuple[Path, Path]:
         shutil.copy(dataset / "images" / f"{stem}.png", images)
         shutil.copy(dataset / "images" / f"{stem}.png", ref / "images")
         shutil.copy(dataset / "masks" / f"{stem}.png", ref / "masks")
-        shutil.copy(dataset / "instance_classes" / f"{stem}.json", ref / "instance_classes")
+        if (dataset / "instance_classes" / f"{stem}.json").is_file():  # absent: every instance class 1
+            shutil.copy(dataset / "instance_classes" / f"{stem}.json", ref / "instance_classes")
     return images, ref
 
 
-def _train(work: Path, minutes: float) -> tuple[Path, Path]:
+def _train(work: Path, minutes: float, epochs: int | None, nuclei: Path | None) -> tuple[Path, Path]:
     from medseg.data.instance_convert import convert_instances
-    from medseg.data.shapes import write_shapes_instances
     from medseg.training import train
 
-    dataset = write_shapes_instances(work / "shapes", n_train=32, n_val=8, size=(128, 128), seed=0, max_objects=3)
-    convert_instances(dataset, work / "shapes_yolo", to="yolo_seg")
+    if nuclei is not None:  # the real Data Science Bowl tiles (medseg.data.nuclei): 12 training, 4 validation
+        from medseg.data.nuclei import write_dsb_nuclei
+
+        dataset = write_dsb_nuclei(work / "nuclei", nuclei, task="instance", tile=128)
+    else:
+        from medseg.data.shapes import write_shapes_instances
+
+        dataset = write_shapes_instances(work / "shapes", n_train=32, n_val=8, size=(128, 128), seed=0, max_objects=3)
+    convert_instances(dataset, work / "yolo", to="yolo_seg")
     t0 = time.monotonic()
     run = train(ROOT / "pipelines" / "yolo_seg_images_cpu.yaml", out_dir=work / "run", overrides=[
-        f"dataset.root={work / 'shapes_yolo'}", f"train.max_minutes={minutes}", "train.progress_bar=false"])
+        f"dataset.root={work / 'yolo'}", f"train.max_minutes={minutes}", "train.progress_bar=false",
+        *([f"train.max_epochs={epochs}"] if epochs else [])])
     print(f"trained {run} in {time.monotonic() - t0:.0f} s")
     return run, dataset
 
@@ -128,6 +138,13 @@ def main() -> None:
     ap.add_argument("--run", type=Path, help="a yolo_seg run folder of medseg train (default: train one)")
     ap.add_argument("--reference", type=Path, help="instance_masks dataset of the run (with splits.json)")
     ap.add_argument("--minutes", type=float, default=6.0)
+    ap.add_argument("--epochs", type=int, help="train.max_epochs (default: the pipeline's 80; the 12 nuclei tiles "
+                                               "make 2 steps an epoch, so --epochs 1000 lets --minutes decide)")
+    ap.add_argument("--dataset", choices=("shapes", "nuclei"), default="shapes",
+                    help="what to train on without --run: the synthetic shapes, or the real Data Science Bowl "
+                         "nuclei tiles (needs the stardist wheel: make nuclei-data)")
+    ap.add_argument("--nuclei-source", type=Path, default=ROOT / ".cache" / "stardist",
+                    help="the stardist wheel, or the folder holding it (default: where make nuclei-data puts it)")
     ap.add_argument("--val-child", nargs=2, metavar=("RUN", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.val_child:
@@ -140,7 +157,14 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="instance_ap_"))
     load_before = os.getloadavg()
     if args.run is None:
-        run, dataset = _train(work, args.minutes)
+        source = None
+        if args.dataset == "nuclei":
+            from medseg.data.nuclei import find_source
+
+            source = find_source(args.nuclei_source) if args.nuclei_source.is_dir() else args.nuclei_source
+            if source is None:
+                raise SystemExit(f"{args.nuclei_source}: no stardist wheel (run make nuclei-data)")
+        run, dataset = _train(work, args.minutes, args.epochs, source)
     elif args.reference is None:
         raise SystemExit("--run needs --reference (the instance_masks dataset it was trained on)")
     else:
