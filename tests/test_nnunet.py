@@ -401,3 +401,34 @@ def test_linear_labels_two_channel_band_equals_every_channel(grid, shape, curren
     fast = linear_labels(logits, shape, current, new, order=1, order_z=0, max_band_share=1.0, stats=stats)
     np.testing.assert_array_equal(fast, full.astype(np.float16).argmax(0))
     assert 0 < stats["pair_band"] < stats["band"]  # both the two-channel and the every-channel path ran
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_linear_labels_near_ties_of_two_channels_equal_every_channel(dtype, monkeypatch):
+    """Two channels crossing with a slope of float16 steps: the float32 pass of the band leaves the
+    near-ties to the float64 pair path (which must see some), and the labels still equal the argmax
+    of every channel resampled in full; float32 logits take the same paths. The labels come in
+    Fortran order (the Volume's [i, j, k] memory order)."""
+    from medseg.inference import nnunet
+    from medseg.inference.nnunet import linear_labels, resample_channel
+
+    grid, shape, current, new = (9, 12, 14), (17, 25, 31), (1.0, 1.0, 1.0), (0.5, 0.45, 0.43)
+    rng = np.random.default_rng(3)
+    ramp = np.broadcast_to(np.linspace(-0.02, 0.02, grid[2]), grid)
+    logits = np.full((4, *grid), -3.0)
+    logits[1] = 2.0 + ramp + rng.normal(0, 2e-3, grid)
+    logits[2] = 2.0 - ramp + rng.normal(0, 2e-3, grid)
+    logits[3] = rng.normal(-1, 0.3, grid)
+    logits = logits.astype(dtype)
+    seen = []
+
+    def pair_labels(*args):  # noqa: ANN002, ANN202
+        seen.append(args[1][0].size)
+        return exact_pair(*args)
+
+    exact_pair = nnunet._pair_labels
+    monkeypatch.setattr(nnunet, "_pair_labels", pair_labels)
+    full = np.stack([resample_channel(logits[c], shape, current, new, order=1, order_z=0) for c in range(4)])
+    fast = linear_labels(logits, shape, current, new, order=1, order_z=0, max_band_share=1.0)
+    np.testing.assert_array_equal(fast, full.astype(np.float16).argmax(0))
+    assert sum(seen) > 0 and fast.flags.f_contiguous

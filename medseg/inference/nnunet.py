@@ -211,40 +211,144 @@ class _Decisions:
                 gap = scale = np.abs(logits[0].astype(np.float32))
             self.clear = gap > MARGIN_ABS + MARGIN_REL * scale
             return
-        import torch
-
-        x = torch.from_numpy(logits)
-        values, index = torch.topk(x, 3, dim=0)  # ties may come in any order: a tie is never clear
-        self.top = values.float().numpy()
-        largest_abs = torch.maximum(values[0].abs(), x.amin(0).float().abs())  # no |x| copy of every channel
-        self.need = (MARGIN_ABS + MARGIN_REL * largest_abs).numpy()
-        self.lead = index[:2].to(torch.int16).numpy()
+        self.top = np.empty((3, *logits.shape[1:]), dtype=np.float32)
+        self.lead = np.empty((2, *logits.shape[1:]), dtype=np.int16)
+        self.need = np.empty(logits.shape[1:], dtype=np.float32)
+        step = max(1, CHUNK_VOXELS // 4 // int(np.prod(logits.shape[2:])))
+        for z in range(0, logits.shape[1], step):  # slabs of CHUNK_VOXELS / 4 model-grid voxels (cache)
+            _top3(logits[:, z:z + step], self.top[:, z:z + step], self.lead[:, z:z + step], self.need[z:z + step])
         self.labels = self.lead[0]
         self.clear = self.top[0] - self.top[1] > self.need
 
 
-def _pair_blocks(grid: Sequence[int], d: _Decisions, blocks: np.ndarray, lo: np.ndarray,
-                 hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _order_key(bits: np.ndarray) -> np.ndarray:
+    """Float16 bit patterns (``int16``) to integers in the floats' order, and back (its own inverse):
+    negative floats have their magnitude bits flipped."""
+    return bits ^ ((bits >> 15) & 0x7FFF)
+
+
+def _top3(logits: np.ndarray, top: np.ndarray, lead: np.ndarray, need: np.ndarray) -> None:
+    """Into ``top [3, ...]``, ``lead [2, ...]`` and ``need``: the three largest of float16 ``logits [C, ...]``
+    (as float32, descending), the channels of the two largest (ties in any order: a tie is never clear)
+    and :data:`MARGIN_ABS` + :data:`MARGIN_REL` x the largest absolute logit. One channel at a time on
+    16-bit order keys, single-threaded (``torch.topk`` is several times slower, and its two threads
+    stall when another process holds a core)."""
+    half = logits.dtype == np.float16  # else (float32 logits) the values are their own keys
+
+    def channel(c: int) -> np.ndarray:
+        return _order_key(logits[c].view(np.int16)) if half else logits[c].astype(np.float32)
+
+    def value(key: np.ndarray) -> np.ndarray:
+        return _order_key(key).view(np.float16) if half else key
+
+    v0, v1 = channel(0), channel(1)
+    second = v1 > v0
+    i0, i1 = second.astype(np.int16), (~second).astype(np.int16)
+    v0, v1 = np.maximum(v0, v1), np.minimum(v0, v1)
+    v2, low = np.full_like(v0, np.iinfo(np.int16).min if half else -np.inf), v1
+    for c in range(2, logits.shape[0]):
+        x = channel(c)
+        low = np.minimum(low, x)
+        above0, above1 = x > v0, x > v1
+        i1 = np.where(above0, i0, np.where(above1, np.int16(c), i1))
+        i0 = np.where(above0, np.int16(c), i0)
+        mid = np.minimum(v0, x)
+        np.maximum(v0, x, out=v0)
+        v2 = np.maximum(v2, np.minimum(v1, mid))
+        v1 = np.maximum(v1, mid)
+    for k, v in enumerate((v0, v1, v2)):
+        top[k] = value(v)
+    lead[0], lead[1] = i0, i1
+    need[...] = MARGIN_ABS + MARGIN_REL * np.maximum(np.abs(top[0]), np.abs(value(low)))
+
+
+def _block_reduce(volume: np.ndarray, size: Sequence[int], op: Any) -> np.ndarray:
+    """``op`` (``np.minimum``, ``np.maximum``) over each voxel's block: itself and its +1 neighbour along
+    each axis where ``size`` is 2, the last voxel of an axis with itself (scipy's size-2 filters with
+    ``origin=-1``, ``mode="nearest"``), by shifted slices."""
+    out = volume.copy()
+    for a, n in enumerate(size):
+        if n == 2 and volume.shape[a] > 1:
+            low = tuple(slice(0, -1) if b == a else slice(None) for b in range(3))
+            high = tuple(slice(1, None) if b == a else slice(None) for b in range(3))
+            op(out[low], out[high], out=out[low])
+    return out
+
+
+def _block_tables(taps: list, grid: Sequence[int]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per axis: for each model-grid index, the first output index whose low tap it is and how many
+    there are (low taps never decrease), and the float32 weight of the high tap (0 where both coincide)."""
+    tables = []
+    for (low, high, weight), n in zip(taps, grid):
+        count = np.bincount(low, minlength=n)
+        start = np.cumsum(count) - count
+        tables.append((start, count, np.where(low == high, 0, weight).astype(np.float32)))
+    return tables
+
+
+def _block_groups(blocks: np.ndarray, grid: Sequence[int], tables: list):  # noqa: ANN202 - a generator
+    """The band's blocks (flat model-grid indices of their low corners) in chunks of the same output counts
+    along each axis, at most :data:`CHUNK_VOXELS` output voxels a chunk: ``(positions in blocks, per axis
+    the output indices [m, n] and high-tap weights [m, n])``, blocks last for long inner loops."""
+    at = np.unravel_index(blocks, grid)
+    counts = [t[1][g] for t, g in zip(tables, at)]
+    key = (counts[0] * (tables[1][1].max() + 1) + counts[1]) * (tables[2][1].max() + 1) + counts[2]
+    order = np.argsort(key, kind="stable")
+    bounds = np.flatnonzero(np.diff(key[order])) + 1
+    for group in np.split(order, bounds) if blocks.size else ():
+        m = [int(c[group[0]]) for c in counts]
+        if 0 in m:  # downsampling: no output voxel has its low taps here
+            continue
+        step = max(1, CHUNK_VOXELS // (m[0] * m[1] * m[2]))
+        for s in range(0, group.size, step):
+            rows = group[s:s + step]
+            axes = []
+            for (start, _, weight), g, n in zip(tables, at, m):
+                index = start[g[rows]] + np.arange(n)[:, None]
+                axes.append((index, weight[index]))
+            yield rows, axes
+
+
+def _lerp_blocks(corners: np.ndarray, axes: list) -> np.ndarray:
+    """Float32 values ``[..., m0, m1, m2, n]`` at a chunk's output voxels (:func:`_block_groups`) from
+    block corner values ``[..., 8, n]`` (corner ``4i+2j+k``), interpolating along the last axis first.
+    Each step is a convex mix, so the error is below 2^-19 of the largest corner magnitude (a few float32
+    roundings a step, and the weights' own)."""
+    v = corners.reshape(*corners.shape[:-2], 2, 2, 2, corners.shape[-1])
+    wz, wy, wx = (w for _, w in axes)
+    low = v[..., 0, :]
+    v = low[..., None, :] + wx * (v[..., 1, :] - low)[..., None, :]  # [..., 2, 2, m2, n]
+    low = v[..., 0, :, :]
+    v = low[..., None, :, :] + wy[:, None] * (v[..., 1, :, :] - low)[..., None, :, :]  # [..., 2, m1, m2, n]
+    low = v[..., 0, :, :, :]
+    return low[..., None, :, :, :] + wz[:, None, None] * (v[..., 1, :, :, :] - low)[..., None, :, :, :]
+
+
+def _pair_blocks(flat_logits: np.ndarray, grid: Sequence[int], d: _Decisions, blocks: np.ndarray, lo: np.ndarray,
+                 hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """For the blocks with low corners ``blocks`` (flat model-grid indices) whose lowest and highest
     label are ``lo``/``hi``: two candidate channels ``first < second`` per block (``lo`` and ``hi``,
     or the label and the runner-up of the low corner where they agree), ``others [8, n]`` (float32),
     the largest logit of every other channel at each of the block's 2x2x2 voxels (corner ``4i+2j+k``
-    at offset ``(i, j, k)``, clipped to the model ``grid``), and the largest ``need`` among those voxels."""
+    at offset ``(i, j, k)``, clipped to the model ``grid``), the largest ``need`` among those voxels,
+    and the two candidates' logits there, ``pair [2, 8, n]`` (float32)."""
     at = np.unravel_index(blocks, grid)
     lead0, lead1 = d.lead[0].reshape(-1), d.lead[1].reshape(-1)
     runner_up = np.where(lead0[blocks] == lo, lead1[blocks], lead0[blocks])
     hi = np.where(lo == hi, runner_up, hi).astype(np.int64)
     first, second = np.minimum(lo, hi), np.maximum(lo, hi)
-    top, need = d.top.reshape(3, -1), d.need.reshape(-1)
-    others = np.empty((8, blocks.size), dtype=np.float32)
-    need_max = np.zeros(blocks.size, dtype=np.float32)
-    for n, offset in enumerate(itertools.product((0, 1), repeat=3)):
-        corner = np.ravel_multi_index(tuple(np.minimum(at[a] + offset[a], grid[a] - 1) for a in range(3)), grid)
-        out0 = (lead0[corner] != first) & (lead0[corner] != second)
-        out1 = (lead1[corner] != first) & (lead1[corner] != second)
-        others[n] = np.where(out0, top[0, corner], np.where(out1, top[1, corner], top[2, corner]))
-        np.maximum(need_max, need[corner], out=need_max)
-    return first, second, others, need_max
+    corner = np.repeat(blocks[None], 8, axis=0).reshape(2, 2, 2, -1)  # flat indices of the 8 corners
+    for a, stride in enumerate((grid[1] * grid[2], grid[2], 1)):
+        corner[tuple(1 if b == a else slice(None) for b in range(3))] += np.where(at[a] < grid[a] - 1, stride, 0)
+    corner = corner.reshape(8, -1)
+    firsts, seconds = first.astype(np.int16), second.astype(np.int16)
+    out0, out1 = ((lead != firsts) & (lead != seconds) for lead in (lead0.take(corner), lead1.take(corner)))
+    rank = np.where(out0, 0, np.where(out1, 1, 2))  # which of top 0, 1, 2 is the largest other channel
+    others = d.top.reshape(-1).take(rank * d.need.size + corner)
+    need_max = d.need.reshape(-1).take(corner).max(axis=0)
+    values, size = flat_logits.reshape(-1), flat_logits.shape[1]
+    pair = np.stack((values.take(first * size + corner), values.take(second * size + corner))).astype(np.float32)
+    return first, second, others, need_max, pair
 
 
 def _corners(where: tuple[np.ndarray, ...], taps: list, strides: tuple[int, ...]):  # noqa: ANN202 - a generator
@@ -294,6 +398,27 @@ def _pair_labels(flat_logits: np.ndarray, where: tuple[np.ndarray, ...], taps: l
     return np.where(a.astype(np.float16) >= b.astype(np.float16), first, second), holds
 
 
+def _pair_band(pair: np.ndarray, others: np.ndarray, need_max: np.ndarray,
+               axes: list) -> tuple[np.ndarray, np.ndarray]:
+    """For a chunk of blocks (:func:`_block_groups`) with their candidates' corner logits ``pair`` and
+    the bound ``others`` (:func:`_pair_blocks`): per output voxel ``[m0, m1, m2, n]`` whether ``first``
+    wins, and whether that is sure. Mixed in float32 (:func:`_lerp_blocks`) are ``p = a - b`` and
+    ``q = a + b - 2 upper`` of the candidates' values ``a``, ``b`` and the bound ``upper``: within
+    ``tol`` = 2^-13 of the block's largest corner magnitude ``M`` (over eight times their error) of the
+    exact ones. A sure voxel's float16 argmax over all channels is the one :func:`_pair_labels` finds:
+    ``first`` where ``p > tol`` (float16 rounding keeps the order), ``second`` where ``-p > tol`` +
+    2^-8 ``M`` (two float16 steps: they cannot round to a tie), and the bound holds
+    (``q + |p| = 2 max(a, b) - 2 upper > 2 need + 2 tol``). The rest is for :func:`_pair_labels`."""
+    diff = pair[0] - pair[1]
+    p, q = _lerp_blocks(np.stack((diff, pair[0] + pair[1] - 2 * others)), axes)
+    scale = np.maximum(np.abs(pair).max(axis=(0, 1)), np.abs(others).max(axis=0))
+    tol = 2.0 ** -13 * scale
+    first_wins = p > tol
+    sure = first_wins | (-p > tol + 2.0 ** -8 * scale + 2.0 ** -23)
+    sure &= q + np.abs(p) > 2 * (need_max + tol)
+    return first_wins, sure
+
+
 def linear_labels(logits: np.ndarray, shape: Sequence[int], current: Sequence[float], new: Sequence[float], *,
                   order: int, order_z: int, force_separate_z: bool | None = None,
                   decide: Any = _argmax, max_band_share: float = MAX_BAND_SHARE,
@@ -316,63 +441,54 @@ def linear_labels(logits: np.ndarray, shape: Sequence[int], current: Sequence[fl
     ``decide=positive`` on one channel (the sign of a convex mix of same-sign values). ``stats``, when
     given, receives the ``band`` and ``pair_band`` voxel counts.
     """
-    from scipy import ndimage
-
     if order > 1 or order_z > 1:
         return None
     shape = [int(n) for n in shape]
     grid = logits.shape[1:]
     axis = separate_axis(current, new, force_separate_z)
     taps = [_axis_taps(grid[a], shape[a], linear=(order == 1) if a != axis else (order_z == 1)) for a in range(3)]
-    budget = max_band_share * float(np.prod(shape))
     # a block is a voxel and its +1 neighbour on each axis where the taps are two apart
     size = [2 if not np.array_equal(t[0], t[1]) else 1 for t in taps]
-    origin = [-1 if n == 2 else 0 for n in size]
-
-    def gather(volume: np.ndarray) -> np.ndarray:  # volume[low taps] at every output voxel, axis by axis
-        return volume.take(taps[0][0], 0).take(taps[1][0], 1).take(taps[2][0], 2)
-
     d = _Decisions(logits, decide)
-    lowest = ndimage.minimum_filter(d.labels, size=size, origin=origin, mode="nearest")
-    highest = ndimage.maximum_filter(d.labels, size=size, origin=origin, mode="nearest")
-    same = lowest == highest
-    if np.count_nonzero(~gather(same)) > budget:  # mixed blocks alone overflow the band: no margins needed
+    lowest, highest = _block_reduce(d.labels, size, np.minimum), _block_reduce(d.labels, size, np.maximum)
+    blocks = np.flatnonzero((lowest != highest) | ~_block_reduce(d.clear, size, np.minimum))
+    tables = _block_tables(taps, grid)
+    band = int(np.prod([t[1][g] for t, g in zip(tables, np.unravel_index(blocks, grid))], axis=0).sum())
+    if band > max_band_share * float(np.prod(shape)):
         return None
-    mixed = ~(same & ndimage.minimum_filter(d.clear, size=size, origin=origin, mode="nearest"))
-    del same
-    todo = np.flatnonzero(gather(mixed))
-    if todo.size > budget:
-        return None
-    block_of = None
-    if d.top is not None:  # per mixed block: two candidate channels and the bound on the others
-        blocks = np.flatnonzero(mixed)
-        first, second, others, need_max = _pair_blocks(grid, d, blocks, lowest.reshape(-1)[blocks].astype(np.int64),
-                                                       highest.reshape(-1)[blocks].astype(np.int64))
-        block_of = np.full(mixed.size, -1, dtype=np.int64 if blocks.size >= 2**31 else np.int32)
-        block_of[blocks] = np.arange(blocks.size)
-    del mixed, lowest, highest
-    out = gather(d.labels).astype(np.uint16 if logits.shape[0] > 255 else np.uint8)
-    flat_logits = logits.reshape(logits.shape[0], -1)
+    out = np.ascontiguousarray(d.labels.astype(np.uint16 if logits.shape[0] > 255 else np.uint8).T)
+    out = out.take(taps[2][0], 0).take(taps[1][0], 1).take(taps[0][0], 2).T  # labels at the low corners, order F
+    flat_logits, flat_out = logits.reshape(logits.shape[0], -1), out.T.reshape(-1)
+    step = [n // out.itemsize for n in out.strides]  # of flat_out along the output axes
     strides = (grid[1] * grid[2], grid[2], 1)
-    flat_out = out.reshape(-1)
+    lowest, highest = lowest.reshape(-1), highest.reshape(-1)
+
+    def exact(flat: np.ndarray, where: tuple[np.ndarray, ...]) -> None:  # every channel, as resample_channel
+        if flat.size:
+            flat_out[flat] = decide(_interpolate(flat_logits, where, taps, strides).astype(np.float16))
+
     pairs = 0
-    for start in range(0, todo.size, CHUNK_VOXELS):  # bounded memory: CHUNK_VOXELS x channels at a time
-        chunk = todo[start:start + CHUNK_VOXELS]
-        where = np.unravel_index(chunk, shape)
-        rest = np.ones(chunk.size, bool)
-        if block_of is not None:
-            low = sum(taps[a][0][where[a]] * strides[a] for a in range(3))
-            bid = block_of[low]
-            labels, holds = _pair_labels(flat_logits, where, taps, strides, first[bid], second[bid],
-                                         others[:, bid], need_max[bid])
-            flat_out[chunk[holds]] = labels[holds]
-            pairs += int(np.count_nonzero(holds))
-            rest = ~holds
-        if rest.any():
-            sub = tuple(w[rest] for w in where)
-            flat_out[chunk[rest]] = decide(_interpolate(flat_logits, sub, taps, strides).astype(np.float16))
+    for rows, axes in _block_groups(blocks, grid, tables):  # bounded memory: CHUNK_VOXELS at a time
+        (iz, _), (iy, _), (ix, _) = axes
+        index = (iz * step[0])[:, None, None] + (iy * step[1])[:, None] + ix * step[2]  # [m0, m1, m2, n]
+        if d.top is None:
+            exact(index.reshape(-1), tuple(np.broadcast_to(i, index.shape).reshape(-1) for i in
+                                           (iz[:, None, None], iy[:, None], ix)))
+            continue
+        at = blocks[rows]  # per block: two candidate channels and the bound on the others
+        first, second, others, need_max, pair = _pair_blocks(flat_logits, grid, d, at, lowest[at].astype(np.int64),
+                                                             highest[at].astype(np.int64))
+        first_wins, sure = _pair_band(pair, others, need_max, axes)
+        labels = np.where(first_wins, first.astype(out.dtype), second.astype(out.dtype))
+        flat_out[index.reshape(-1)] = labels.reshape(-1)
+        i, j, k, n = np.nonzero(~sure)
+        where, flat = (iz[i, n], iy[j, n], ix[k, n]), index[i, j, k, n]
+        labels, holds = _pair_labels(flat_logits, where, taps, strides, first[n], second[n], others[:, n], need_max[n])
+        flat_out[flat[holds]] = labels[holds]
+        pairs += int(np.count_nonzero(sure)) + int(np.count_nonzero(holds))
+        exact(flat[~holds], tuple(w[~holds] for w in where))
     if stats is not None:
-        stats.update(band=int(todo.size), pair_band=pairs)
+        stats.update(band=band, pair_band=pairs)
     return out
 
 
@@ -595,7 +711,8 @@ class NnunetSegmenter:
         return prediction
 
     def to_input_grid(self, logits: Any, pre: Preprocessed, *, probabilities: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """Labels (and optionally probabilities) on nnU-Net's input array ``[z, y, x]`` from model-grid logits."""
+        """Labels (and optionally probabilities) on nnU-Net's input array ``[z, y, x]`` from model-grid logits;
+        the labels laid out in memory as the Volume's ``[i, j, k]``, so that :meth:`predict` copies nothing."""
         import torch
 
         kw = _fn_kwargs(self.config, "probabilities")
@@ -611,7 +728,7 @@ class NnunetSegmenter:
         if probs is None and self.layout.regions is None:  # labels only: boundary voxels get every channel
             fast = linear_labels(logits_np, pre.cropped_shape, current, pre.original_spacing, **kw)
             if fast is not None:
-                seg = values.astype(dtype)[fast]
+                seg = fast if np.array_equal(values, np.arange(values.size)) else values.astype(dtype)[fast]
         elif probs is None:  # region models: each region's sign, resampled only along its border
             for c in range(logits.shape[0]):
                 inside = linear_labels(logits_np[c:c + 1], pre.cropped_shape, current, pre.original_spacing,
@@ -635,7 +752,10 @@ class NnunetSegmenter:
                 better = channel > best
                 seg[better] = values[c]
                 np.maximum(best, channel, out=best)
-        out = np.zeros(pre.shape_before_cropping, dtype=dtype)
+        backward = list(self.model.plans.get("transpose_backward", [0, 1, 2]))
+        before = pre.shape_before_cropping
+        out = np.zeros([before[a] for a in backward][::-1], dtype=dtype).T  # [z, y, x] of the input, order F
+        out = out.transpose(np.argsort(backward))  # so that out.transpose(backward) is that array
         out[crop] = seg
         prob_out = None
         if probs is not None:
@@ -645,7 +765,6 @@ class NnunetSegmenter:
             if self.layout.regions is None:
                 prob_out[0] = 1
             prob_out[(slice(None), *crop)] = p
-        backward = list(self.model.plans.get("transpose_backward", [0, 1, 2]))
         out = out.transpose(backward)
         if prob_out is not None:
             prob_out = prob_out.transpose([0, *[i + 1 for i in backward]])
