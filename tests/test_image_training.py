@@ -293,3 +293,42 @@ def test_train_threads_hold_for_the_run_and_are_restored(shapes_root, tmp_path, 
     assert torch.get_num_threads() == 2 and "OMP_NUM_THREADS" not in os.environ  # restored after a failure too
     with pytest.raises(ConfigError, match="train.threads"):
         load_config(_config(tmp_path, shapes_root, "unet2d", threads=0))
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_validate_like_evaluate_images(shapes_root, tmp_path):
+    """Two ddp_spawn ranks each validate part of the images; the logged val mIoU (pixel counts summed over
+    the ranks) is what evaluate-images gives on the export's predictions of every validation image."""
+    import csv
+
+    from medseg.evaluation.images import evaluate_image_folder
+    from medseg.inference.images import predict_image_folder
+    from medseg.training import train
+
+    cfg = _config(tmp_path, shapes_root, "unet2d", devices=2, strategy="ddp_spawn", threads=1, max_epochs=1)
+    run = train(cfg, out_dir=tmp_path / "run")
+    info = json.loads((run / "export" / "model.json").read_text())
+    with open(run / "metrics.csv", newline="") as fh:
+        logged = [float(r["val_miou"]) for r in csv.DictReader(fh) if r.get("val_miou")]
+    assert len(logged) == 1 and info["training"]["best_val_miou"] == pytest.approx(logged[0], abs=1e-6)
+    stems = json.loads((run / "splits.json").read_text())[0]["val"]
+    images, ref = tmp_path / "val_images", tmp_path / "ref"
+    images.mkdir()
+    ref.mkdir()
+    for stem in stems:
+        shutil.copy(shapes_root / "images" / f"{stem}.png", images)
+        shutil.copy(shapes_root / "masks" / f"{stem}.png", ref)
+    predict_image_folder(run, images, tmp_path / "pred", progress=False)
+    result = evaluate_image_folder(tmp_path / "pred", ref, tmp_path / "eval", num_classes=3, boundary=False)
+    assert result.summary["dataset"]["miou"] == pytest.approx(logged[0], abs=1e-6)
+
+
+def test_lazily_built_lightning_classes_pickle_by_name():
+    """ddp_spawn pickles the LightningModule (and its loss) to the ranks: the classes built on first use
+    must be found again by module and name."""
+    import pickle
+
+    from medseg.training import images, instances
+
+    for cls in (images._module_class(), images._image_loss_class(), instances._module_class()):
+        assert pickle.loads(pickle.dumps(cls)) is cls

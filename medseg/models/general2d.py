@@ -84,7 +84,7 @@ def build_deeplabv3plus(
     """DeepLabV3+ from smp; ``encoder_weights``/``weights`` are local state_dict files (never downloaded)."""
     import segmentation_models_pytorch as smp
 
-    from medseg.models.unet2d import check_smp_encoder, load_encoder
+    from medseg.models.unet2d import check_smp_encoder, freeze_unused_encoder, load_encoder
 
     check_smp_encoder(encoder_name)
     if encoder_output_stride not in (8, 16):
@@ -104,6 +104,7 @@ def build_deeplabv3plus(
         load_encoder(model, encoder_file)
     if weights:
         _load_full_state(model, _local_file(weights, "weights"), prefix="", head="segmentation_head.")
+    freeze_unused_encoder(model, in_channels, encoder_depth)
     return model
 
 

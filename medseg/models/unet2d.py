@@ -51,7 +51,32 @@ def build_unet2d(
     )
     if encoder_weights_path:
         load_encoder(model, Path(encoder_weights_path))
+    freeze_unused_encoder(model, in_channels, encoder_depth)
     return model
+
+
+def freeze_unused_encoder(model: Any, in_channels: int, encoder_depth: int) -> None:
+    """Stop gradients of the encoder parameters an smp model with ``encoder_depth`` below 5 never uses.
+
+    smp builds every stage of an encoder (a ResNet's ``layer3``/``layer4`` at depth 3) and only runs the
+    first ``encoder_depth``; the unused ones stay in the state dict (exports keep their keys) but get no
+    gradient, which DDP refuses. A probe of the encoder on a zero image finds them."""
+    import torch
+
+    if encoder_depth >= 5:
+        return
+    side = 2 ** encoder_depth * 2
+    probe = torch.zeros(1, in_channels, side, side)
+    was_training = model.encoder.training
+    model.encoder.eval()  # batch statistics of one zero image would not change anything, but keep them out
+    model.encoder.zero_grad(set_to_none=True)
+    with torch.enable_grad():
+        sum(f.float().sum() for f in model.encoder(probe)).backward()
+    for param in model.encoder.parameters():
+        if param.grad is None:
+            param.requires_grad_(False)
+        param.grad = None
+    model.encoder.train(was_training)
 
 
 def check_smp_encoder(encoder_name: str) -> None:
@@ -86,4 +111,4 @@ def load_encoder(model: Any, path: Path) -> None:
         raise ModelError(f"{path}: no tensor matches the {type(model.encoder).__name__} encoder")
 
 
-__all__ = ["build_unet2d", "check_smp_encoder", "load_encoder"]
+__all__ = ["build_unet2d", "check_smp_encoder", "load_encoder", "freeze_unused_encoder"]

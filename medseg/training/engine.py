@@ -149,7 +149,7 @@ class RankSampler:
 
 
 class VolumeDataset:
-    """Whole preprocessed volumes for validation."""
+    """Whole preprocessed volumes for validation: ``{"image", "label", "index"}`` (the case's position)."""
 
     def __init__(self, cases: list[dict[str, Any]]) -> None:
         self.cases = cases
@@ -161,7 +161,8 @@ class VolumeDataset:
         import torch
 
         c = self.cases[index]
-        return {"image": torch.from_numpy(c["image"]), "label": torch.from_numpy(c["label"].astype(np.int64))}
+        return {"image": torch.from_numpy(c["image"]), "label": torch.from_numpy(c["label"].astype(np.int64)),
+                "index": index}
 
 
 # --------------------------------------------------------------------------- model settings
@@ -504,10 +505,13 @@ def training_record(run_dir: Path, trainer: Any, best: bool) -> dict[str, Any]:
 
     global_step, epochs = int(trainer.global_step), int(trainer.current_epoch)
     last = run_dir / CHECKPOINT_DIR / "last.ckpt"
-    if global_step == 0 and last.is_file():  # ddp_spawn: the loop state stays in the worker processes
+    score = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
+    if global_step == 0 and last.is_file():  # ddp_spawn: the loop and callback state stay in the worker processes
         meta = torch.load(last, map_location="cpu", weights_only=True)
         global_step, epochs = int(meta.get("global_step", 0)), int(meta.get("epoch", 0)) + 1
-    score = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
+        if score is None:  # the checkpoint callback's own state, saved with the last checkpoint
+            states = [v for k, v in meta.get("callbacks", {}).items() if k.startswith("ModelCheckpoint")]
+            score = states[0].get("best_model_score") if states else None
     timers = [c for c in trainer.callbacks if type(c).__name__ == "StepTimer"]
     speed = timers[0].steps_per_second() if timers else None
     return {"global_step": global_step, "epochs": epochs, "best_score": None if score is None else float(score),

@@ -21,6 +21,7 @@ precision on CUDA, DDP). What differs is the data and the scorer:
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -216,6 +217,7 @@ def class_weights(setting: Any, items: list[Any], labels: Any) -> list[float] | 
 
 
 # --------------------------------------------------------------------------- the module
+@functools.cache
 def _image_loss_class() -> type:
     import torch
     import torch.nn.functional as F
@@ -249,9 +251,11 @@ def _image_loss_class() -> type:
                 loss = loss + self.lambda_dice * (dice if self.include_background else dice[1:]).mean()
             return loss
 
+    ImageLoss.__module__, ImageLoss.__qualname__ = __name__, "ImageLoss"
     return ImageLoss
 
 
+@functools.cache
 def _module_class() -> type:
     import lightning as L
     import torch
@@ -289,7 +293,7 @@ def _module_class() -> type:
                 lambda_dice=0.0 if name == "ce" else float(loss.get("lambda_dice", 1.0)),
                 include_background=bool(loss.get("include_background", False)))
             self.num_classes = len(labels)
-            self._cm: np.ndarray | None = None
+            self._cm: dict[int, np.ndarray] | None = None
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.net(x)
@@ -304,7 +308,7 @@ def _module_class() -> type:
             return loss
 
         def on_validation_epoch_start(self) -> None:
-            self._cm = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+            self._cm = {}  # validation image index -> its confusion matrix
 
         def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
             inf = self.hparams.inference
@@ -317,13 +321,18 @@ def _module_class() -> type:
             cm, _ = pair_confusion(pred, ref, num_classes=self.num_classes, ignore_index=self.hparams.ignore_index,
                                    pred_name=f"validation image {int(batch['index'][0])}",
                                    ref_name=f"validation mask {int(batch['index'][0])}")
-            self._cm += cm
+            self._cm[int(batch["index"][0])] = cm
 
         def on_validation_epoch_end(self) -> None:
-            cm = torch.as_tensor(self._cm, device=self.device)
-            if self.trainer.world_size > 1:  # sum the pixel counts of every rank
-                cm = self.all_gather(cm).sum(0)
-            metrics = dataset_metrics(cm.cpu().numpy())
+            per_image = self._cm or {}
+            if self.trainer.world_size > 1:  # every rank's images, once each (a padded sampler repeats some)
+                import torch.distributed as dist
+
+                parts: list[Any] = [None] * self.trainer.world_size
+                dist.all_gather_object(parts, per_image)
+                per_image = {k: v for part in parts for k, v in part.items()}
+            cm = sum(per_image.values(), np.zeros((self.num_classes, self.num_classes), dtype=np.int64))
+            metrics = dataset_metrics(cm)
             for key in ("miou", "mdice", "macc", "aacc"):
                 value = metrics[key]
                 self.log(f"val_{key}", float(0.0 if math.isnan(value) else value), prog_bar=key == "miou",
@@ -337,7 +346,18 @@ def _module_class() -> type:
             return make_optimizers(self)
 
     ImageSegmentationModule.__module__ = __name__
+    ImageSegmentationModule.__qualname__ = "ImageSegmentationModule"
     return ImageSegmentationModule
+
+
+def __getattr__(name: str) -> Any:
+    """The classes built on first use (torch and Lightning are imported then, not with this module), found
+    here by name as pickle looks them up: ``ddp_spawn`` ranks unpickle the module and its loss."""
+    if name == "ImageSegmentationModule":
+        return _module_class()
+    if name == "ImageLoss":
+        return _image_loss_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------- the run

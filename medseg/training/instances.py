@@ -29,6 +29,7 @@ engine's. What differs is the target and the scorer:
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -185,6 +186,7 @@ class CocoScorer:
 
 
 # --------------------------------------------------------------------------- the module
+@functools.cache
 def _module_class() -> type:
     import lightning as L
     import torch
@@ -255,7 +257,16 @@ def _module_class() -> type:
             return make_optimizers(self)
 
     InstanceSegmentationModule.__module__ = __name__
+    InstanceSegmentationModule.__qualname__ = "InstanceSegmentationModule"
     return InstanceSegmentationModule
+
+
+def __getattr__(name: str) -> Any:
+    """``InstanceSegmentationModule``, built on first use (Lightning is imported then, not with this module),
+    found here by name as pickle looks it up: ``ddp_spawn`` ranks unpickle the module."""
+    if name == "InstanceSegmentationModule":
+        return _module_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------- the run

@@ -106,7 +106,7 @@ class SegmentationModule(L.LightningModule):
         self.loss_fn = build_loss(loss)
         self.spatial_dims = spatial_dims
         self.num_classes = int(max(int(k) for k in labels)) + 1
-        self._val_cm: np.ndarray | None = None
+        self._val_cm: dict[int, np.ndarray] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -145,7 +145,7 @@ class SegmentationModule(L.LightningModule):
         return torch.cat(outs).permute(1, 2, 3, 0)[None]
 
     def on_validation_epoch_start(self) -> None:
-        self._val_cm = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+        self._val_cm = {}  # validation case index -> its confusion matrix
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         from medseg.metrics.overlap import confusion
@@ -156,15 +156,20 @@ class SegmentationModule(L.LightningModule):
         ref = np.clip(ref, 0, self.num_classes - 1)
         if self._val_cm is None:
             self.on_validation_epoch_start()
-        self._val_cm += confusion(pred, ref, self.num_classes)
+        self._val_cm[int(batch["index"][0])] = confusion(pred, ref, self.num_classes)
 
     def on_validation_epoch_end(self) -> None:
         from medseg.metrics.overlap import overlap_from_confusion
 
-        cm = torch.as_tensor(self._val_cm, device=self.device)
-        if self.trainer.world_size > 1:  # sum the voxel counts of every rank
-            cm = self.all_gather(cm).sum(0)
-        rows = overlap_from_confusion(cm.cpu().numpy(), empty_score=float("nan"))
+        per_case = self._val_cm or {}
+        if self.trainer.world_size > 1:  # every rank's cases, once each (a padded sampler repeats some)
+            import torch.distributed as dist
+
+            parts: list[Any] = [None] * self.trainer.world_size
+            dist.all_gather_object(parts, per_case)
+            per_case = {k: v for part in parts for k, v in part.items()}
+        cm = sum(per_case.values(), np.zeros((self.num_classes, self.num_classes), dtype=np.int64))
+        rows = overlap_from_confusion(cm, empty_score=float("nan"))
         names = self.hparams.labels
         dices = []
         for row in rows:
