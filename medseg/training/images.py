@@ -263,7 +263,7 @@ def _module_class() -> type:
     from medseg.evaluation.images import dataset_metrics, pair_confusion
     from medseg.models.apply2d import image_logits
     from medseg.models.registry import create_model
-    from medseg.training.module import make_optimizers
+    from medseg.training.module import gather_per_item, make_optimizers
 
     class ImageSegmentationModule(L.LightningModule):
         """A registered 2D network trained on ordinary images; validation scored like ``evaluate-images``.
@@ -324,13 +324,7 @@ def _module_class() -> type:
             self._cm[int(batch["index"][0])] = cm
 
         def on_validation_epoch_end(self) -> None:
-            per_image = self._cm or {}
-            if self.trainer.world_size > 1:  # every rank's images, once each (a padded sampler repeats some)
-                import torch.distributed as dist
-
-                parts: list[Any] = [None] * self.trainer.world_size
-                dist.all_gather_object(parts, per_image)
-                per_image = {k: v for part in parts for k, v in part.items()}
+            per_image = gather_per_item(self.trainer, self._cm or {})
             cm = sum(per_image.values(), np.zeros((self.num_classes, self.num_classes), dtype=np.int64))
             metrics = dataset_metrics(cm)
             for key in ("miou", "mdice", "macc", "aacc"):

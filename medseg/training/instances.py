@@ -193,7 +193,7 @@ def _module_class() -> type:
 
     from medseg.models.mask2former import segment_processor, segments
     from medseg.models.registry import create_model
-    from medseg.training.module import make_optimizers
+    from medseg.training.module import gather_per_item, make_optimizers
 
     class InstanceSegmentationModule(L.LightningModule):
         """A registered 2D network with an ``instance_loss``, validated like ``evaluate-images`` by ``scorer``.
@@ -241,13 +241,7 @@ def _module_class() -> type:
                 self._results[int(index)] = self.scorer.score(int(index), ids, table)
 
         def on_validation_epoch_end(self) -> None:
-            results = self._results
-            if self.trainer.world_size > 1:  # every rank's images (a padded sampler repeats some: keyed by index)
-                import torch.distributed as dist
-
-                parts: list[Any] = [None] * self.trainer.world_size
-                dist.all_gather_object(parts, results)
-                results = {k: v for part in parts for k, v in part.items()}
+            results = gather_per_item(self.trainer, self._results)
             for key, value in self.scorer.metrics(results).items():
                 if key in self.scorer.headline or not math.isnan(value):
                     self.log(key, float(0.0 if math.isnan(value) else value), prog_bar=key == self.scorer.monitor,

@@ -82,6 +82,18 @@ class StepTimer(L.Callback):
         return (len(self.times) - 1) / max(self.times[-1] - self.times[0], 1e-9)
 
 
+def gather_per_item(trainer: Any, per_item: dict[int, Any]) -> dict[int, Any]:
+    """Every rank's validation results keyed by item index, each item once: a padded distributed sampler
+    gives some items to two ranks, so summing the ranks' totals would count them twice."""
+    if trainer.world_size <= 1:
+        return per_item
+    import torch.distributed as dist
+
+    parts: list[Any] = [None] * trainer.world_size
+    dist.all_gather_object(parts, per_item)
+    return {k: v for part in parts for k, v in part.items()}
+
+
 class SegmentationModule(L.LightningModule):
     """Train any registered segmentation network (2D or 3D) with Dice+CE.
 
@@ -161,13 +173,7 @@ class SegmentationModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         from medseg.metrics.overlap import overlap_from_confusion
 
-        per_case = self._val_cm or {}
-        if self.trainer.world_size > 1:  # every rank's cases, once each (a padded sampler repeats some)
-            import torch.distributed as dist
-
-            parts: list[Any] = [None] * self.trainer.world_size
-            dist.all_gather_object(parts, per_case)
-            per_case = {k: v for part in parts for k, v in part.items()}
+        per_case = gather_per_item(self.trainer, self._val_cm or {})
         cm = sum(per_case.values(), np.zeros((self.num_classes, self.num_classes), dtype=np.int64))
         rows = overlap_from_confusion(cm, empty_score=float("nan"))
         names = self.hparams.labels
@@ -204,4 +210,4 @@ def make_optimizers(module: L.LightningModule) -> dict[str, Any]:
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-__all__ = ["SegmentationModule", "build_loss", "make_optimizers", "PolyTimeLR", "StepTimer"]
+__all__ = ["SegmentationModule", "gather_per_item", "build_loss", "make_optimizers", "PolyTimeLR", "StepTimer"]
