@@ -171,7 +171,7 @@ def test_ddp_two_cpu_processes_match_single_process(cohort, tmp_path):
     )
     common = {"transforms": {"recipe": str(recipe)}, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.0,
                                                                   "weight_decay": 0.0}}
-    opts = {"max_steps": 3, "iterations_per_epoch": 2, "shuffle": False, "val_every_n_epochs": 100,
+    opts = {"max_steps": 3, "iterations_per_epoch": 2, "shuffle": False, "val_every_n_epochs": 1,
             "gradient_clip": None}
     single = _cfg(cohort, batch_size=2, **opts)
     ddp = _cfg(cohort, batch_size=1, devices=2, strategy="ddp_spawn", **opts)
@@ -187,3 +187,9 @@ def test_ddp_two_cpu_processes_match_single_process(cohort, tmp_path):
         with open(tmp_path / run / "metrics.csv") as fh:
             losses.append([float(r["train_loss_step"]) for r in csv.DictReader(fh) if r.get("train_loss_step")])
     assert len(losses[0]) >= 1 and np.allclose(losses[0], losses[1], rtol=1e-4)
+    # validation split over the ranks (or repeated on each) still scores every case once: the same val Dice
+    dices = []
+    for run in ("single", "ddp"):
+        with open(tmp_path / run / "metrics.csv") as fh:
+            dices.append([float(r["val_dice"]) for r in csv.DictReader(fh) if r.get("val_dice")])
+    assert len(dices[0]) >= 1 and np.allclose(dices[0], dices[1], atol=1e-5)
