@@ -220,10 +220,65 @@ def test_val_pq_is_evaluate_images_of_the_exports_predictions(pan_run, pan_root,
     for stem in stems:
         chw = image_tensor(read_image(images / f"{stem}.png"), info["preprocessing"]["normalization"], 3)
         ids, table = segments(net, segment_processor(net.num_classes), chw, task="panoptic", threshold=0.0,
-                              classes=sorted(NAMES))
+                              classes=sorted(NAMES), stuff=sorted(set(NAMES) - {1, 2}))
         written, written_table = read_instance_prediction(pred / f"{stem}_instances.png")
         np.testing.assert_array_equal(ids, written)
         assert {e["id"]: (e["class"], e["score"]) for e in table} == written_table
+
+
+class _TwoSkiesNet:
+    """A stand-in Mask2Former whose 3 queries are certain: sky (3) on the left half, sky on the right half,
+    a disk (1) in the top-left corner; masks at a quarter of the 64 x 64 input, as the model gives them."""
+
+    num_classes = 5
+
+    def model(self, pixel_values):
+        import types
+
+        import torch
+
+        classes = torch.full((1, 3, 6), -20.0)
+        for q, c in enumerate((3, 3, 1)):
+            classes[0, q, c] = 20.0
+        masks = torch.full((1, 3, 16, 16), -20.0)
+        masks[0, 0, :, :8] = 20.0
+        masks[0, 1, :, 8:] = 20.0
+        masks[0, 2, :4, :4] = 20.0
+        masks[0, 0, :4, :4] = masks[0, 1, :4, :4] = -20.0
+        return types.SimpleNamespace(class_queries_logits=classes, masks_queries_logits=masks)
+
+
+def test_stuff_queries_are_fused_into_one_segment_per_class():
+    from medseg.models.mask2former import segment_processor, segments
+
+    chw = np.zeros((3, 64, 64), np.float32)
+    net = _TwoSkiesNet()
+    split_ids, split = segments(net, segment_processor(5), chw, task="panoptic", threshold=0.5)
+    fused_ids, fused = segments(net, segment_processor(5), chw, task="panoptic", threshold=0.5, stuff=[3, 4])
+    assert sorted(e["class"] for e in split) == [1, 3, 3]  # without stuff classes: each query its own segment
+    assert sorted(e["class"] for e in fused) == [1, 3]
+    sky = next(e["id"] for e in fused if e["class"] == 3)
+    disk = next(e["id"] for e in fused if e["class"] == 1)
+    assert fused_ids[40, 10] == fused_ids[40, 50] == sky and (fused_ids[2:14, 2:14] == disk).all()
+    assert split_ids[40, 10] != split_ids[40, 50] and set(np.unique(fused_ids).tolist()) == {sky, disk}
+    np.testing.assert_array_equal(fused_ids > 0, split_ids > 0)
+
+
+def test_predict_images_fuses_the_exports_stuff_classes(pan_run, pan_root, tmp_path, monkeypatch):
+    """predict-images takes the stuff classes from the export: its labels that are not dataset.things."""
+    import medseg.inference.mask2former as m2f_inference
+
+    seen = []
+    real = m2f_inference.segments
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("stuff"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(m2f_inference, "segments", spy)
+    records = m2f_inference.predict_mask2former_folder(pan_run / "export", pan_root / "images" / "val",
+                                                       tmp_path / "pred")
+    assert len(records) == 2 and seen == [[3, 4], [3, 4]]
 
 
 @pytest.mark.parametrize("name", ["mask2former_panoptic.yaml", "mask2former_panoptic_cpu.yaml"])

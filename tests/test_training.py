@@ -187,9 +187,30 @@ def test_ddp_two_cpu_processes_match_single_process(cohort, tmp_path):
         with open(tmp_path / run / "metrics.csv") as fh:
             losses.append([float(r["train_loss_step"]) for r in csv.DictReader(fh) if r.get("train_loss_step")])
     assert len(losses[0]) >= 1 and np.allclose(losses[0], losses[1], rtol=1e-4)
-    # validation split over the ranks (or repeated on each) still scores every case once: the same val Dice
+    # without shuffling every rank validates every case (no distributed sampler); the gathered results, keyed
+    # by case, score each once: the same val Dice (the padded sampler of shuffled runs: the test below)
     dices = []
     for run in ("single", "ddp"):
         with open(tmp_path / run / "metrics.csv") as fh:
             dices.append([float(r["val_dice"]) for r in csv.DictReader(fh) if r.get("val_dice")])
     assert len(dices[0]) >= 1 and np.allclose(dices[0], dices[1], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_ddp_shuffled_validation_scores_the_padded_case_once(tmp_path):
+    """Shuffled DDP: Lightning's distributed sampler splits the 3 validation cases over 2 ranks and pads one
+    rank with a repeated case. With a learning rate of 1e-12 the weights stay at their (seeded, equal) init,
+    so the val Dice must equal the single process's, which it would not if the repeated case counted twice."""
+    from medseg.training import train
+
+    cohort = write_cohort(tmp_path / "cohort", 6, shape=(24, 24, 16), spacing=(6.0, 6.0, 8.0), seed=0)
+    opts = {"max_steps": 2, "iterations_per_epoch": 1, "shuffle": True, "val_every_n_epochs": 1}
+    dices = []
+    for run, extra in (("single", {}), ("ddp", {"devices": 2, "strategy": "ddp_spawn"})):
+        cfg = _cfg(cohort, batch_size=1, **opts, **extra)
+        cfg["optimizer"] = {"name": "sgd", "lr": 1e-12, "momentum": 0.0, "weight_decay": 0.0}
+        train(cfg, out_dir=tmp_path / run)
+        assert len(json.loads((tmp_path / run / "splits.json").read_text())[0]["val"]) == 3
+        with open(tmp_path / run / "metrics.csv") as fh:
+            dices.append([float(r["val_dice"]) for r in csv.DictReader(fh) if r.get("val_dice")])
+    assert len(dices[0]) == 2 and np.allclose(dices[0], dices[1], atol=1e-6), dices

@@ -42,7 +42,7 @@ from medseg.errors import InputError
 from medseg.plots.charts import class_bar_chart
 from medseg.io.images import read_mask
 from medseg.io.tables import write_csv, write_json
-from medseg.metrics.instance import VOID, panoptic_stats, panoptic_summary
+from medseg.metrics.instance import VOID, fill_unsegmented, panoptic_stats, panoptic_summary, sum_panoptic_stats
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +103,7 @@ def _prediction_segments(png: Path, semantic: Path | None, things: frozenset[int
                 ids[free & (labels == c)] = next_id
                 table[next_id] = (int(c), False)
                 next_id += 1
-        free = ids == VOID
-    if free.any():
-        ids[free] = next_id
-        table[next_id] = (0, False)
+    fill_unsegmented(ids, table, (0, False))
     return ids, table
 
 
@@ -144,7 +141,7 @@ def evaluate_panoptic(pred: str | os.PathLike[str], ref: str | os.PathLike[str],
     stems = sorted(reference.loaders)
     if not set(stems) & set(prediction.loaders):
         raise InputError(f"{pred}: no prediction matches a reference image of {ref} by stem")
-    totals: dict[int, dict[str, float]] = {}
+    per_image = []
     for stem in stems:
         r_ids, r_table = reference.loaders[stem]()
         if stem in prediction.loaders:
@@ -153,11 +150,8 @@ def evaluate_panoptic(pred: str | os.PathLike[str], ref: str | os.PathLike[str],
             p_ids, p_table = np.zeros_like(r_ids), {}
         if p_ids.shape != r_ids.shape:
             raise InputError(f"{stem}: prediction {p_ids.shape} and reference {r_ids.shape} differ (H, W)")
-        stats = panoptic_stats(p_ids, {i: c for i, (c, _) in p_table.items()}, r_ids, r_table)
-        for c, s in stats.items():
-            acc = totals.setdefault(c, {"tp": 0, "fp": 0, "fn": 0, "iou": 0.0})
-            for k in acc:
-                acc[k] += s[k]
+        per_image.append(panoptic_stats(p_ids, {i: c for i, (c, _) in p_table.items()}, r_ids, r_table))
+    totals = sum_panoptic_stats(per_image)
     names = {**reference.names, **(class_names or {})}
     categories = sorted(set(reference.names) | set(totals))
     things = reference.things if reference.things is not None else frozenset(categories)

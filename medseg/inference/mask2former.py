@@ -7,7 +7,8 @@ through :func:`medseg.models.mask2former.segments` (zero-padded at the bottom an
 multiple of 32; transformers' ``post_process_instance_segmentation`` or ``post_process_panoptic_segmentation``
 with no resize, cropped back to the image's own ``H x W``; the same function scores the validation of
 instance training). Segments of class 0 (background) and of classes the export does not name are dropped;
-the rest are written by :mod:`medseg.inference.instances` (``<stem>_instances.png/.json`` + the semantic
+a panoptic export's stuff classes (its labels that are not the ``dataset.things`` of its training data)
+have one segment each. The rest are written by :mod:`medseg.inference.instances` (``<stem>_instances.png/.json`` + the semantic
 union ``<stem>.png``), ids 1, 2, ... in decreasing score. The score threshold is ``threshold``, else the
 export's ``inference.threshold``, else transformers' 0.5.
 """
@@ -56,10 +57,12 @@ def predict_mask2former_folder(model: str | os.PathLike[str], input_dir: str | o
     in_channels = int(info["model"]["config"].get("in_channels", 3))
     cut = float(threshold if threshold is not None else (info.get("inference") or {}).get("threshold", THRESHOLD))
     classes = sorted(int(k) for k in info.get("labels") or {}) or None
+    things = (info.get("dataset") or {}).get("things")
+    stuff = sorted(set(classes or ()) - set(things) - {0}) if task == "panoptic" and things is not None else None
 
     def segment(image: np.ndarray) -> tuple[np.ndarray, list[dict[str, Any]]]:
         return segments(net, processor, image_tensor(image, spec, in_channels), task=task, threshold=cut, device=dev,
-                        classes=classes)
+                        classes=classes, stuff=stuff)
 
     return segment_folder(src, out, segment, overwrite=overwrite, on_image=on_image)
 

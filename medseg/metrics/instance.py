@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -244,6 +244,28 @@ def panoptic_stats(
     return stats
 
 
+def sum_panoptic_stats(per_image: Iterable[Mapping[int, Mapping[str, float]]]) -> dict[int, dict[str, float]]:
+    """The per-category counts of :func:`panoptic_stats` summed over images (panopticapi's ``PQStat`` sum)."""
+    totals: dict[int, dict[str, float]] = {}
+    for stats in per_image:
+        for c, s in stats.items():
+            acc = totals.setdefault(c, {"tp": 0, "fp": 0, "fn": 0, "iou": 0.0})
+            for k in acc:
+                acc[k] += s[k]
+    return totals
+
+
+def fill_unsegmented(ids: np.ndarray, segments: dict[int, Any], entry: Any) -> None:
+    """Give the pixels of ``ids`` [H, W] in no segment (:data:`VOID`) one new segment, in place; ``segments``
+    (segment id -> its table entry) gains ``entry`` for it: category 0 (labeled, never scored), the background
+    of a prediction (``0``, or ``(0, False)`` where entries carry the crowd flag)."""
+    free = ids == VOID
+    if free.any():
+        filler = max(segments, default=0) + 1
+        ids[free] = filler
+        segments[filler] = entry
+
+
 def panoptic_summary(stats: Mapping[int, Mapping[str, float]], things: set[int] | frozenset[int],
                      categories: Sequence[int] | None = None) -> dict[str, Any]:
     """PQ, SQ, RQ per category and averaged over All, Things and Stuff (panopticapi's ``pq_average``).
@@ -273,4 +295,5 @@ def panoptic_summary(stats: Mapping[int, Mapping[str, float]], things: set[int] 
 
 
 __all__ = ["mask_ap", "run_cocoeval", "coco_stats", "panoptic_quality", "panoptic_stats", "panoptic_summary", "VOID",
+           "sum_panoptic_stats", "fill_unsegmented",
            "COCO_STAT_NAMES"]

@@ -165,13 +165,14 @@ def segment_processor(num_labels: int) -> Any:
 
 
 def segments(net: Any, processor: Any, chw: Any, *, task: str, threshold: float, device: Any = "cpu",
-             classes: Any = None) -> tuple[Any, list[dict[str, Any]]]:
+             classes: Any = None, stuff: Any = None) -> tuple[Any, list[dict[str, Any]]]:
     """``(ids [H, W] uint16, table)`` of one normalised ``[C, H, W]`` image through a Mask2Former wrapper and
     transformers' ``task`` post-processing (``instance``, ``panoptic``) at the padded size, cropped back.
 
     The image is zero-padded at the bottom and right to :data:`MASK2FORMER_STRIDE`. ``instance`` takes one
     binary map per kept query (transformers' ``return_binary_maps``: instances may overlap); ``panoptic``
-    its non-overlapping segment map. Segments of class 0 (background), and of classes outside ``classes``
+    its non-overlapping segment map, the queries of a ``stuff`` class fused into one segment (transformers'
+    ``label_ids_to_fuse``; COCO panoptic has one segment per stuff class and image). Segments of class 0 (background), and of classes outside ``classes``
     when given (ids that are no class of the training data), are dropped; the rest are ordered by
     :func:`medseg.models.apply2d.ordered_segments` (ids 1, 2, ... in decreasing score, the higher score
     winning an overlap)."""
@@ -190,7 +191,8 @@ def segments(net: Any, processor: Any, chw: Any, *, task: str, threshold: float,
                 out, threshold=threshold, target_sizes=[tuple(x.shape[2:])], return_binary_maps=True)
         else:
             [result] = processor.post_process_panoptic_segmentation(
-                out, threshold=threshold, target_sizes=[tuple(x.shape[2:])])
+                out, threshold=threshold, target_sizes=[tuple(x.shape[2:])],
+                label_ids_to_fuse={int(c) for c in stuff or ()})
     info = result["segments_info"]
     seg = result["segmentation"]
     if task == "instance":

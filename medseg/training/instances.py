@@ -207,11 +207,12 @@ def _module_class() -> type:
             scorer: the validation score (:class:`CocoScorer`, :class:`medseg.training.panoptic.PanopticScorer`):
                 its ``task`` picks the post-processing of :func:`segments`; the values of its ``headline``
                 keys are logged as 0 when undefined (NaN), its other undefined values are not logged.
+            stuff: the stuff classes of a panoptic dataset (each predicted as one segment per image).
         """
 
         def __init__(self, *, model_name: str, model_config: dict[str, Any], labels: dict[str, str],
                      optimizer: dict[str, Any], schedule: dict[str, Any], threshold: float, total_steps: int,
-                     budget_s: float | None = None, scorer: Any = None) -> None:
+                     budget_s: float | None = None, scorer: Any = None, stuff: list[int] | None = None) -> None:
             super().__init__()
             self.save_hyperparameters(ignore=["scorer"])
             self.net = create_model(model_name, **model_config)
@@ -237,7 +238,8 @@ def _module_class() -> type:
                 self.on_validation_epoch_start()
             for chw, index in zip(batch["image"], batch["index"]):
                 ids, table = segments(self.net, self._processor, chw.cpu().numpy(), task=self.scorer.task,
-                                      threshold=self.hparams.threshold, device=self.device, classes=self.classes)
+                                      threshold=self.hparams.threshold, device=self.device, classes=self.classes,
+                                      stuff=self.hparams.stuff)
                 self._results[int(index)] = self.scorer.score(int(index), ids, table)
 
         def on_validation_epoch_end(self) -> None:
@@ -361,7 +363,8 @@ def train_instances(cfg: Config, run_dir: Path, *, resume: bool, t0: float) -> P
     module = _module_class()(
         model_name=cfg.model.name, model_config=model_config, labels=names, optimizer=cfg.optimizer.model_dump(),
         schedule=cfg.schedule.model_dump(), threshold=cfg.images.score_threshold, total_steps=steps,
-        budget_s=cfg.train.max_minutes * 60 if cfg.train.max_minutes else None, scorer=scorer)
+        budget_s=cfg.train.max_minutes * 60 if cfg.train.max_minutes else None, scorer=scorer,
+        stuff=sorted(stuff))
     if not hasattr(module.net, "instance_loss"):
         raise ConfigError(f"model.name {cfg.model.name!r}: its network has no instance loss (instance_loss); "
                           "instance datasets train mask2former (task instance)")

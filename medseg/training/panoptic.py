@@ -30,13 +30,11 @@ def prediction_segments(ids: np.ndarray, table: list[dict[str, Any]]) -> tuple[n
     """``(segment ids [H, W] int64, {segment: class})`` of one image's :func:`~medseg.models.mask2former.segments`,
     as ``evaluate-images`` reads them back from ``predict-images``' files: pixels in no segment (0) form one
     segment of class 0 (labeled, never scored; the semantic union beside the files names no class there)."""
+    from medseg.metrics.instance import fill_unsegmented
+
     out = np.asarray(ids, np.int64).copy()
     classes = {int(e["id"]): int(e["class"]) for e in table}
-    free = out == 0
-    if free.any():
-        filler = max(classes, default=0) + 1
-        out[free] = filler
-        classes[filler] = 0
+    fill_unsegmented(out, classes, 0)
     return out, classes
 
 
@@ -78,14 +76,9 @@ class PanopticScorer:
 
     def metrics(self, results: dict[int, dict[int, dict[str, float]]]) -> dict[str, float]:
         """``val_pq`` ... of the summed counts (NaN where no category of a group has a TP, FP or FN)."""
-        from medseg.metrics.instance import panoptic_summary
+        from medseg.metrics.instance import panoptic_summary, sum_panoptic_stats
 
-        totals: dict[int, dict[str, float]] = {}
-        for stats in results.values():
-            for c, s in stats.items():
-                acc = totals.setdefault(c, {"tp": 0, "fp": 0, "fn": 0, "iou": 0.0})
-                for k in acc:
-                    acc[k] += s[k]
+        totals = sum_panoptic_stats(results.values())
         reference = self.reference()
         summary = panoptic_summary(totals, reference.things, sorted(set(reference.names) | set(totals)))
         out = {column: summary[group]["pq"] for group, column in GROUP_COLUMNS.items()}
