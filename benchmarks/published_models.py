@@ -101,6 +101,8 @@ def confident_logits(shape: tuple[int, ...], seed: int = 0):  # noqa: ANN201
 
 def _medseg_run(seg, image: str, out: str, export_key: str) -> tuple[dict, object]:  # noqa: ANN001
     """Read, segment and write with a loaded medseg segmenter; its timings split into the table's columns."""
+    import nibabel  # noqa: F401 - imported before the clock, as nnU-Net's SimpleITK reader is
+
     from medseg.io import load, save
 
     t_load = time.perf_counter()

@@ -383,11 +383,20 @@ def test_linear_labels_equal_the_channel_by_channel_argmax(grid, shape, current,
     ((14, 18, 16), (31, 40, 35), (1.0, 1.0, 1.0), (0.45, 0.45, 0.45)),  # upsampling, edges clipped
     ((10, 24, 24), (37, 30, 50), (4.0, 1.0, 1.0), (1.1, 0.8, 0.48)),    # anisotropic: nearest along z
 ])
-def test_linear_labels_two_channel_band_equals_every_channel(grid, shape, current, new):
+@pytest.mark.parametrize("threads, chunk", [(None, None), (1, None), (3, 64)])
+def test_linear_labels_two_channel_band_equals_every_channel(grid, shape, current, new, threads, chunk, monkeypatch):
     """Smooth logits as a trained model gives (each class falls off with the distance to its centre):
     along two-class boundaries only the two leading channels are interpolated, at junctions and
-    near-ties every channel, and the labels equal the argmax of every channel resampled in full."""
+    near-ties every channel, and the labels equal the argmax of every channel resampled in full;
+    also on one thread, and on three threads sharing chunks of at most 64 output voxels."""
+    import medseg.inference.nnunet as nnunet_inference
     from medseg.inference.nnunet import linear_labels, resample_channel
+
+    if threads is not None:
+        monkeypatch.setattr(nnunet_inference, "_export_threads", lambda: threads)
+    if chunk is not None:
+        monkeypatch.setattr(nnunet_inference, "MIN_CHUNK_VOXELS", chunk)
+        monkeypatch.setattr(nnunet_inference, "CHUNK_VOXELS", chunk)
 
     rng = np.random.default_rng(1)
     axes = np.meshgrid(*[np.linspace(0, 1, g) for g in grid], indexing="ij")

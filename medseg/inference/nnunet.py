@@ -43,6 +43,24 @@ log = logging.getLogger(__name__)
 PathLike = str | os.PathLike[str]
 ANISO_THRESHOLD = 3.0  # nnU-Net's: spacing max/min above this resamples the coarse axis separately
 CHUNK_VOXELS = 1 << 20  # boundary voxels whose every channel is interpolated at once (x channels x 4 bytes)
+#: at most this many threads share the export's slabs and band chunks (numpy releases the GIL in them)
+EXPORT_THREADS = 4
+#: the smallest band chunk made to give every thread some (below it, the per-chunk overhead dominates)
+MIN_CHUNK_VOXELS = 1 << 16
+
+
+def _export_threads() -> int:
+    """Threads for the export's independent slabs and chunks: one per available core, at most
+    :data:`EXPORT_THREADS`."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(EXPORT_THREADS, cores))
+
+
+def _export_pool() -> Any:
+    """A pool of :func:`_export_threads` threads; each job writes its own part of the output."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(max_workers=_export_threads())
 
 
 # -- preprocessing -----------------------------------------------------------------------
@@ -215,8 +233,12 @@ class _Decisions:
         self.lead = np.empty((2, *logits.shape[1:]), dtype=np.int16)
         self.need = np.empty(logits.shape[1:], dtype=np.float32)
         step = max(1, CHUNK_VOXELS // 4 // int(np.prod(logits.shape[2:])))
-        for z in range(0, logits.shape[1], step):  # slabs of CHUNK_VOXELS / 4 model-grid voxels (cache)
+
+        def slab(z: int) -> None:  # CHUNK_VOXELS / 4 model-grid voxels (cache)
             _top3(logits[:, z:z + step], self.top[:, z:z + step], self.lead[:, z:z + step], self.need[z:z + step])
+
+        with _export_pool() as pool:
+            list(pool.map(slab, range(0, logits.shape[1], step)))
         self.labels = self.lead[0]
         self.clear = self.top[0] - self.top[1] > self.need
 
@@ -231,7 +253,7 @@ def _top3(logits: np.ndarray, top: np.ndarray, lead: np.ndarray, need: np.ndarra
     """Into ``top [3, ...]``, ``lead [2, ...]`` and ``need``: the three largest of float16 ``logits [C, ...]``
     (as float32, descending), the channels of the two largest (ties in any order: a tie is never clear)
     and :data:`MARGIN_ABS` + :data:`MARGIN_REL` x the largest absolute logit. One channel at a time on
-    16-bit order keys, single-threaded (``torch.topk`` is several times slower, and its two threads
+    16-bit order keys, in numpy (``torch.topk`` is several times slower, and its two threads
     stall when another process holds a core)."""
     half = logits.dtype == np.float16  # else (float32 logits) the values are their own keys
 
@@ -286,9 +308,10 @@ def _block_tables(taps: list, grid: Sequence[int]) -> list[tuple[np.ndarray, np.
     return tables
 
 
-def _block_groups(blocks: np.ndarray, grid: Sequence[int], tables: list):  # noqa: ANN202 - a generator
+def _block_groups(blocks: np.ndarray, grid: Sequence[int], tables: list,  # noqa: ANN202 - a generator
+                  chunk_voxels: int = CHUNK_VOXELS):
     """The band's blocks (flat model-grid indices of their low corners) in chunks of the same output counts
-    along each axis, at most :data:`CHUNK_VOXELS` output voxels a chunk: ``(positions in blocks, per axis
+    along each axis, at most ``chunk_voxels`` output voxels a chunk: ``(positions in blocks, per axis
     the output indices [m, n] and high-tap weights [m, n])``, blocks last for long inner loops."""
     at = np.unravel_index(blocks, grid)
     counts = [t[1][g] for t, g in zip(tables, at)]
@@ -299,7 +322,7 @@ def _block_groups(blocks: np.ndarray, grid: Sequence[int], tables: list):  # noq
         m = [int(c[group[0]]) for c in counts]
         if 0 in m:  # downsampling: no output voxel has its low taps here
             continue
-        step = max(1, CHUNK_VOXELS // (m[0] * m[1] * m[2]))
+        step = max(1, chunk_voxels // (m[0] * m[1] * m[2]))
         for s in range(0, group.size, step):
             rows = group[s:s + step]
             axes = []
@@ -343,11 +366,12 @@ def _pair_blocks(flat_logits: np.ndarray, grid: Sequence[int], d: _Decisions, bl
     corner = corner.reshape(8, -1)
     firsts, seconds = first.astype(np.int16), second.astype(np.int16)
     out0, out1 = ((lead != firsts) & (lead != seconds) for lead in (lead0.take(corner), lead1.take(corner)))
-    rank = np.where(out0, 0, np.where(out1, 1, 2))  # which of top 0, 1, 2 is the largest other channel
-    others = d.top.reshape(-1).take(rank * d.need.size + corner)
+    plane = d.need.size  # top 0, 1 or 2: the largest other channel, at flat offset 0, plane or 2 plane
+    others = d.top.reshape(-1).take(np.where(out0, 0, np.where(out1, plane, 2 * plane)) + corner)
     need_max = d.need.reshape(-1).take(corner).max(axis=0)
     values, size = flat_logits.reshape(-1), flat_logits.shape[1]
-    pair = np.stack((values.take(first * size + corner), values.take(second * size + corner))).astype(np.float32)
+    pair = np.empty((2, *corner.shape), dtype=np.float32)
+    pair[0], pair[1] = values.take(first * size + corner), values.take(second * size + corner)
     return first, second, others, need_max, pair
 
 
@@ -467,14 +491,13 @@ def linear_labels(logits: np.ndarray, shape: Sequence[int], current: Sequence[fl
         if flat.size:
             flat_out[flat] = decide(_interpolate(flat_logits, where, taps, strides).astype(np.float16))
 
-    pairs = 0
-    for rows, axes in _block_groups(blocks, grid, tables):  # bounded memory: CHUNK_VOXELS at a time
+    def chunk(rows: np.ndarray, axes: list) -> int:  # its output voxels are its blocks' own: no other writes them
         (iz, _), (iy, _), (ix, _) = axes
         index = (iz * step[0])[:, None, None] + (iy * step[1])[:, None] + ix * step[2]  # [m0, m1, m2, n]
         if d.top is None:
             exact(index.reshape(-1), tuple(np.broadcast_to(i, index.shape).reshape(-1) for i in
                                            (iz[:, None, None], iy[:, None], ix)))
-            continue
+            return 0
         at = blocks[rows]  # per block: two candidate channels and the bound on the others
         first, second, others, need_max, pair = _pair_blocks(flat_logits, grid, d, at, lowest[at].astype(np.int64),
                                                              highest[at].astype(np.int64))
@@ -485,8 +508,13 @@ def linear_labels(logits: np.ndarray, shape: Sequence[int], current: Sequence[fl
         where, flat = (iz[i, n], iy[j, n], ix[k, n]), index[i, j, k, n]
         labels, holds = _pair_labels(flat_logits, where, taps, strides, first[n], second[n], others[:, n], need_max[n])
         flat_out[flat[holds]] = labels[holds]
-        pairs += int(np.count_nonzero(sure)) + int(np.count_nonzero(holds))
         exact(flat[~holds], tuple(w[~holds] for w in where))
+        return int(np.count_nonzero(sure)) + int(np.count_nonzero(holds))
+
+    # bounded memory: CHUNK_VOXELS at a time per thread, chunks small enough for every thread to get some
+    chunk_voxels = int(np.clip(band // (4 * _export_threads()), MIN_CHUNK_VOXELS, CHUNK_VOXELS))
+    with _export_pool() as pool:
+        pairs = sum(pool.map(lambda job: chunk(*job), _block_groups(blocks, grid, tables, chunk_voxels)))
     if stats is not None:
         stats.update(band=band, pair_band=pairs)
     return out
