@@ -191,6 +191,18 @@ def test_labels_to_grid_nearest_neighbour_matches_scipy() -> None:
     assert (ours == ref).mean() > 0.99  # only exact ties at voxel boundaries may round differently
 
 
+def test_labels_to_grid_strided_crop_and_flip_equal_fancy_indexing() -> None:
+    """Destination grids whose source indices are arithmetic progressions (every second voxel, an offset
+    crop, a flip) take the slicing path; it selects what indexing by the index vectors selects."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 7, size=(21, 16, 9)).astype(np.uint8)
+    src = np.diag([1.0, 1.0, 2.0, 1.0])
+    dst = np.diag([2.0, -1.0, 2.0, 1.0])
+    dst[:3, 3] = [3.0, 14.0, 4.0]  # i: 3, 5, ..., j: 14, 13, ..., k: 2, 3, ...
+    out = labels_to_grid(labels, src, (9, 15, 7), dst)
+    np.testing.assert_array_equal(out, labels[np.ix_(np.arange(3, 21, 2), np.arange(14, -1, -1), np.arange(2, 9))])
+
+
 # ----------------------------------------------------------------------------- Predictor
 @pytest.mark.parametrize("code,oblique", [("RAS", 0.0), ("LAS", 0.0), ("LPS", 25.0)])
 def test_prediction_is_on_the_input_grid(tmp_path: Path, code: str, oblique: float) -> None:

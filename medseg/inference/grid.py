@@ -36,6 +36,18 @@ def _axis_pairs(matrix: np.ndarray, *, atol: float = 1e-6) -> list[int] | None:
     return pairs if sorted(pairs) == [0, 1, 2] else None
 
 
+def _as_slice(idx: np.ndarray) -> slice | None:
+    """``idx`` (source indices, one per destination index) as the slice that selects the same, where it is an
+    arithmetic progression with a non-zero step; else ``None``."""
+    if idx.size == 0:
+        return None
+    step = int(idx[1] - idx[0]) if idx.size > 1 else 1
+    if step == 0 or not np.array_equal(idx, idx[0] + step * np.arange(idx.size)):
+        return None
+    stop = int(idx[-1]) + step
+    return slice(int(idx[0]), stop if stop >= 0 else None, step)
+
+
 def labels_to_grid(
     labels: np.ndarray,
     src_affine: np.ndarray,
@@ -64,7 +76,11 @@ def labels_to_grid(
         pos = m[s, d] * np.arange(dst_shape[d], dtype=np.float64) + m[s, 3]
         idx = np.floor(pos + 0.5 + 1e-9).astype(np.intp)
         index_vectors.append(np.clip(idx, 0, labels.shape[s] - 1))
-    gathered = labels[np.ix_(*index_vectors)]  # axes in source order, sizes of the paired dst axes
+    slices = [_as_slice(idx) for idx in index_vectors]
+    if all(sl is not None for sl in slices):  # flips, permutations, crops, strides: a view, one copy below
+        gathered = labels[tuple(slices)]
+    else:
+        gathered = labels[np.ix_(*index_vectors)]  # axes in source order, sizes of the paired dst axes
     order = [pairs.index(d) for d in range(3)]  # destination axis d comes from source axis pairs.index(d)
     return np.ascontiguousarray(gathered.transpose(order))
 
