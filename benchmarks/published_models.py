@@ -13,7 +13,7 @@ A MONAI bundle (a MONAI UNet 16-32-64-128, 3 classes, random weights, ``Spacingd
 ``preprocessing``, ``inferer`` and ``postprocessing`` objects) and by medseg (``medseg import monai-bundle``
 then the segmenter): stage times, total time, VmHWM, labels compared, export ratio.
 
-    python benchmarks/published_models.py [--shape 256 256 150] [--tta] [--no-bundle] [--confident]
+    python benchmarks/published_models.py [--shape 256 256 150] [--tta] [--no-bundle | --no-nnunet] [--confident]
 """
 
 from __future__ import annotations
@@ -216,6 +216,7 @@ def main() -> None:
     ap.add_argument("--shape", type=int, nargs=3, default=[256, 256, 150])
     ap.add_argument("--tta", action="store_true")
     ap.add_argument("--no-bundle", action="store_true", help="leave out the MONAI bundle rows")
+    ap.add_argument("--no-nnunet", action="store_true", help="leave out the nnU-Net rows (the bundle rows only)")
     ap.add_argument("--confident", action="store_true",
                     help="replace both runners' nnU-Net logits by the same confident, blocky logits (export comparison)")
     ap.add_argument("--worker", nargs=4, metavar=("RUNNER", "MODEL", "IMAGE", "OUT"), help=argparse.SUPPRESS)
@@ -229,7 +230,7 @@ def main() -> None:
     env = {**os.environ, "nnUNet_raw": str(tmp), "nnUNet_preprocessed": str(tmp), "nnUNet_results": str(tmp),
            **({"MEDSEG_BENCH_CONFIDENT": "1"} if args.confident else {})}
     os.environ.update({k: v for k, v in env.items() if k.startswith("nnUNet_")})  # nnU-Net's own process only
-    models = _make_models(tmp / "models")
+    models = {} if args.no_nnunet else _make_models(tmp / "models")
     image = _make_ct(tmp / "ct_0000.nii.gz", tuple(args.shape))
     load_before = os.getloadavg()
     rows = []
@@ -262,7 +263,7 @@ def main() -> None:
           f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
     head = f"{'model':<11} {'runner':<7} {'pre s':>7} {'net s':>7} {'export s':>9} {'total s':>8} {'VmHWM MB':>9}"
     print(head + f" {'export x':>9} {'labels equal':>13}")
-    for name, res, agree in rows:
+    for name, res, agree in rows:  # empty with --no-nnunet
         for runner in ("nnunet", "medseg"):
             r = res[runner]
             ratio = res["nnunet"]["export"] / r["export"] if runner == "medseg" else 1.0
